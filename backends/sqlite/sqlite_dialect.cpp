@@ -1,0 +1,126 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#include <fmt/format.h>
+
+#include "db/dialect.hpp"
+#include "db/schema.hpp"
+// After db/soci.hpp (included by dialect.hpp), which fixes SOCI's config.
+// It includes <sqlite3.h> inside namespace sqlite_api; the SQLITE_ macros
+// stay global.
+#include <soci/sqlite3/soci-sqlite3.h>
+
+namespace convstore::detail {
+
+namespace {
+
+sqlite_api::sqlite3* handle(soci::session& s) {
+  // static_cast: Debian's SOCI does not export the backend's type info.
+  if (s.get_backend() == nullptr || s.get_backend_name() != "sqlite3") return nullptr;
+  return static_cast<soci::sqlite3_session_backend*>(s.get_backend())->conn_;
+}
+
+std::string quote(const std::string& v) {
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+class SqliteDialect final : public Dialect {
+ public:
+  Backend backend() const noexcept override { return Backend::sqlite; }
+  std::string_view name() const noexcept override { return "sqlite"; }
+
+  std::unique_ptr<soci::session> connect(const Target& target,
+                                         const Options& options) const override {
+    std::unique_ptr<soci::session> s;
+    try {
+      s = std::make_unique<soci::session>(soci::sqlite3, "db=" + quote(target.connect));
+    } catch (const soci::soci_error& e) {
+      throw Error(ErrorCode::unavailable,
+                  fmt::format("cannot open {}: {}", target.display, e.get_error_message()));
+    }
+    try {
+      // The busy timeout first: switching to WAL takes a lock that another
+      // process opening the same file at the same moment may hold.
+      *s << fmt::format("PRAGMA busy_timeout={}", options.busy_timeout.count());
+      if (!target.memory) *s << "PRAGMA journal_mode=WAL";
+      *s << (options.durability == Durability::full ? "PRAGMA synchronous=FULL"
+                                                    : "PRAGMA synchronous=NORMAL");
+      *s << "PRAGMA foreign_keys=ON";
+    } catch (const soci::soci_error& e) {
+      throw translate(e, s.get(), fmt::format("setting up {}", target.display));
+    }
+    return s;
+  }
+
+  bool broken(soci::session&) const noexcept override { return false; }
+
+  Error translate(const soci::soci_error& e, soci::session* s,
+                  std::string_view what) const override {
+    int ext = 0;
+    if (auto* se = dynamic_cast<const soci::sqlite3_soci_error*>(&e)) ext = se->result();
+    if (s != nullptr) {
+      if (sqlite_api::sqlite3* db = handle(*s)) {
+        int last = sqlite_api::sqlite3_extended_errcode(db);
+        if (last != SQLITE_OK && (ext == 0 || (last & 0xff) == (ext & 0xff))) ext = last;
+      }
+    }
+    ErrorCode code = ErrorCode::internal;
+    switch (ext & 0xff) {
+      case SQLITE_BUSY:
+      case SQLITE_LOCKED:
+      case SQLITE_FULL:
+      case SQLITE_IOERR:
+      case SQLITE_CANTOPEN:
+      case SQLITE_PROTOCOL:
+        code = ErrorCode::unavailable;
+        break;
+      case SQLITE_CONSTRAINT:
+        if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY) {
+          code = ErrorCode::already_exists;
+        } else if (ext == SQLITE_CONSTRAINT_FOREIGNKEY) {
+          code = ErrorCode::not_found;
+        } else {
+          code = ErrorCode::invalid_argument;
+        }
+        break;
+      case SQLITE_TOOBIG:
+      case SQLITE_MISMATCH:
+      case SQLITE_RANGE:
+        code = ErrorCode::invalid_argument;
+        break;
+      case SQLITE_READONLY:
+      case SQLITE_CORRUPT:
+      case SQLITE_NOTADB:
+      case SQLITE_PERM:
+        code = ErrorCode::failed_precondition;
+        break;
+      default:
+        break;
+    }
+    std::string msg = e.get_error_message();
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    return Error(code, fmt::format("{}: {}", what, msg), ext != 0 ? std::to_string(ext) : "");
+  }
+
+  const char* begin_write() const noexcept override { return "BEGIN IMMEDIATE"; }
+  std::string lock_migrations() const override { return {}; }
+
+  const std::vector<std::vector<std::string>>& migrations() const override {
+    static const auto m = schema_migrations(
+        SchemaTypes{"INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER", "TEXT", "TEXT", "BOOLEAN"});
+    return m;
+  }
+};
+
+}  // namespace
+
+const Dialect& sqlite_dialect() {
+  static const SqliteDialect d;
+  return d;
+}
+
+}  // namespace convstore::detail

@@ -1,0 +1,12 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The whole public API of convstore.
+#include "convstore/config.hpp"
+#include "convstore/conversation_store.hpp"
+#include "convstore/error.hpp"
+#include "convstore/options.hpp"
+#include "convstore/store.hpp"
+#include "convstore/types.hpp"
+#include "convstore/version.hpp"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Copyright (c) the convstore authors.
+# SPDX-License-Identifier: MIT
+#
+# Shared by scripts/demo and scripts/test (source it). Defines the Debian
+# packages convstore needs and ensure_packages, which installs the missing ones.
+
+# shellcheck disable=SC2034  # used by the scripts that source this file
+# To build the library and the examples.
+CONVSTORE_BUILD_PACKAGES=(
+  build-essential cmake pkg-config git
+  libsoci-dev libsqlite3-dev libpq-dev nlohmann-json3-dev libfmt-dev libhiredis-dev
+  libhowardhinnant-date-dev
+)
+# To run the tests: doctest, throwaway PostgreSQL and Redis servers, python3 (to
+# pick free ports; scripts/servers.sh works without it). The benchmarks
+# (CONVSTORE_BUILD_BENCH=ON, built by neither script) also need libbenchmark-dev.
+# shellcheck disable=SC2034
+CONVSTORE_TEST_PACKAGES=(doctest-dev postgresql redis-server python3)
+
+# ensure_packages PKG...: installs, with apt-get, those of the Debian packages
+# PKG... that are not installed; does nothing (and needs no network) when all
+# are. Uses sudo when not root.
+ensure_packages() {
+  local pkg status missing=() sudo=()
+  for pkg in "$@"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) || status=""
+    [[ $status == *" ok installed" ]] || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+
+  echo "Installing missing packages: ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      sudo=(sudo)
+    else
+      echo "error: these packages are missing and installing them needs root or sudo:" \
+        "${missing[*]}" >&2
+      return 1
+    fi
+  fi
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
+}

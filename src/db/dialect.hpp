@@ -1,0 +1,69 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "convstore/error.hpp"
+#include "convstore/options.hpp"
+#include "db/soci.hpp"
+
+namespace convstore::detail {
+
+enum class Backend { sqlite, postgresql };
+
+// A parsed Store::open URL.
+struct Target {
+  Backend backend = Backend::sqlite;
+  std::string connect;  // what the SOCI backend receives (never printed)
+  std::string display;  // what error messages show: no password
+  bool memory = false;  // SQLite in-memory database
+};
+
+// What differs between SQLite and PostgreSQL: connecting, session set-up,
+// error classification, transaction verbs, and the few SQL spellings that
+// cannot be shared. The stores are written once against this.
+class Dialect {
+ public:
+  virtual ~Dialect() = default;
+
+  virtual Backend backend() const noexcept = 0;
+  virtual std::string_view name() const noexcept = 0;
+
+  // Opens one SOCI session, set up for convstore (pragmas, time zone, ...).
+  // Throws Error(unavailable) when the database cannot be reached.
+  virtual std::unique_ptr<soci::session> connect(const Target& target,
+                                                 const Options& options) const = 0;
+  // True when the session can no longer be used (server gone).
+  virtual bool broken(soci::session& s) const noexcept = 0;
+
+  // Classifies a database error; the sqlstate (or SQLite extended code) goes
+  // into the returned Error, `what` is prefixed to the message.
+  virtual Error translate(const soci::soci_error& e, soci::session* s,
+                          std::string_view what) const = 0;
+
+  // The statement that opens a write transaction ("BEGIN IMMEDIATE" on
+  // SQLite, so a reader never has to be upgraded into a busy writer).
+  virtual const char* begin_write() const noexcept = 0;
+  // SQL for an advisory lock that serializes migrations across processes
+  // (empty when a write transaction already does that).
+  virtual std::string lock_migrations() const = 0;
+
+  // The migrations of the schema, in order; migration i (0-based) takes the
+  // database from version i to i + 1. Each element is one statement.
+  virtual const std::vector<std::vector<std::string>>& migrations() const = 0;
+};
+
+// The dialect for `target.backend`. Throws Error(not_supported) naming the
+// CMake option when the backend is not built in.
+const Dialect& dialect_for(Backend backend);
+
+// Parses a Store::open URL. Throws Error(invalid_argument).
+Target parse_url(std::string_view url);
+
+}  // namespace convstore::detail

@@ -1,0 +1,127 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#include "db/schema.hpp"
+
+#include <fmt/format.h>
+
+namespace convstore::detail {
+
+namespace {
+
+// Migration 1: users, channels, conversations, messages, snapshots and
+// questions. Placeholders: {pk} {big} {ts} {json} {bool}.
+const char* const kMigration1[] = {
+    R"(CREATE TABLE users (
+  id {pk},
+  channel TEXT NOT NULL,
+  external_id TEXT NOT NULL,
+  username TEXT,
+  display_name TEXT,
+  preferred_model TEXT,
+  system_prompt TEXT,
+  time_zone TEXT NOT NULL DEFAULT 'UTC',
+  metadata {json} NOT NULL DEFAULT '{{}}',
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL,
+  UNIQUE (channel, external_id)
+))",
+    R"(CREATE TABLE channel_configs (
+  channel TEXT PRIMARY KEY,
+  default_model TEXT NOT NULL,
+  settings {json} NOT NULL DEFAULT '{{}}',
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL
+))",
+    R"(CREATE TABLE conversations (
+  id {pk},
+  key TEXT UNIQUE,
+  user_id {big} REFERENCES users (id) ON DELETE CASCADE,
+  channel TEXT NOT NULL DEFAULT '',
+  chat_id TEXT,
+  agent TEXT,
+  kind TEXT,
+  title TEXT,
+  active_agent TEXT,
+  status TEXT NOT NULL DEFAULT 'active'
+    CHECK (status IN ('active', 'completed', 'abandoned', 'archived')),
+  model_override TEXT,
+  external_ref TEXT,
+  message_count {big} NOT NULL DEFAULT 0,
+  version {big} NOT NULL DEFAULT 0,
+  last_message_at {ts},
+  metadata {json} NOT NULL DEFAULT '{{}}',
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL
+))",
+    "CREATE INDEX conversations_user_updated ON conversations (user_id, updated_at, id)",
+    "CREATE INDEX conversations_chat ON conversations (channel, chat_id, status)",
+    "CREATE INDEX conversations_status_updated ON conversations (status, updated_at, id)",
+    "CREATE INDEX conversations_updated ON conversations (updated_at, id)",
+    R"(CREATE TABLE messages (
+  id {pk},
+  conversation_id {big} NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'system', 'tool')),
+  kind TEXT NOT NULL DEFAULT 'text'
+    CHECK (kind IN ('text', 'tool_call', 'tool_response', 'thinking', 'error')),
+  content TEXT NOT NULL,
+  agent TEXT,
+  model TEXT,
+  token_count {big},
+  tool_name TEXT,
+  tool_args {json},
+  tool_call_id TEXT,
+  platform_message_id TEXT,
+  reply_to_platform_id TEXT,
+  client_key TEXT,
+  complete {bool} NOT NULL DEFAULT TRUE,
+  metadata {json} NOT NULL DEFAULT '{{}}',
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL
+))",
+    "CREATE INDEX messages_conversation ON messages (conversation_id, id)",
+    "CREATE UNIQUE INDEX messages_client_key ON messages (conversation_id, client_key) "
+    "WHERE client_key IS NOT NULL",
+    "CREATE INDEX messages_platform_id ON messages (platform_message_id) "
+    "WHERE platform_message_id IS NOT NULL",
+    R"(CREATE TABLE conversation_data (
+  id {pk},
+  conversation_id {big} NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  kind TEXT NOT NULL CHECK (kind IN ('partial', 'complete', 'missing_fields')),
+  data {json} NOT NULL,
+  created_at {ts} NOT NULL
+))",
+    "CREATE INDEX conversation_data_conversation ON conversation_data (conversation_id, kind, id)",
+    R"(CREATE TABLE agent_questions (
+  id {pk},
+  conversation_id {big} NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+  agent TEXT NOT NULL,
+  question TEXT NOT NULL,
+  missing_fields {json} NOT NULL DEFAULT '[]',
+  platform_message_id TEXT,
+  asked_at {ts} NOT NULL,
+  answered_at {ts},
+  answer TEXT
+))",
+    "CREATE INDEX agent_questions_conversation ON agent_questions (conversation_id, id)",
+};
+
+}  // namespace
+
+std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
+  auto expand = [&](const char* sql) {
+    return fmt::format(fmt::runtime(sql), fmt::arg("pk", t.pk), fmt::arg("big", t.bigint),
+                       fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
+                       fmt::arg("bool", t.boolean));
+  };
+  std::vector<std::vector<std::string>> out(1);
+  for (const char* sql : kMigration1) out[0].push_back(expand(sql));
+  return out;
+}
+
+const std::vector<std::string>& migration_descriptions() {
+  static const std::vector<std::string> d{
+      "users, channel configs, conversations, messages, data snapshots, agent questions"};
+  return d;
+}
+
+}  // namespace convstore::detail

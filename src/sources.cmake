@@ -1,0 +1,26 @@
+# The library's sources, listed explicitly (no globbing).
+set(CONVSTORE_PUBLIC_HEADERS
+  include/convstore/convstore.hpp
+  include/convstore/conversation_store.hpp
+  include/convstore/error.hpp
+  include/convstore/options.hpp
+  include/convstore/store.hpp
+  include/convstore/types.hpp
+)
+set(CONVSTORE_SOURCES
+  src/conversation_store.cpp
+  src/error.cpp
+  src/store.cpp
+  src/types.cpp
+  src/db/connection.cpp
+  src/db/dialect.cpp
+  src/db/schema.cpp
+  src/db/statement.cpp
+)
+set(CONVSTORE_SQLITE_SOURCES
+  backends/sqlite/sqlite_dialect.cpp
+)
+set(CONVSTORE_POSTGRESQL_SOURCES
+  backends/postgresql/postgresql_dialect.cpp
+)
+set(CONVSTORE_REDIS_SOURCES)

@@ -1,0 +1,257 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#include "convstore/store.hpp"
+
+#include <vector>
+
+#include "convstore/version.hpp"
+#include "db/schema.hpp"
+#include "store_impl.hpp"
+
+namespace convstore {
+
+using detail::Connection;
+using detail::Sql;
+using detail::Stmt;
+
+namespace {
+
+// The transactions open on this thread, innermost last.
+struct ActiveTransaction {
+  const Store::Impl* store;
+  Connection* conn;
+};
+thread_local std::vector<ActiveTransaction> t_active;
+
+}  // namespace
+
+Store::Impl::Impl(const detail::Dialect& d, detail::Target target, const Options& options)
+    : dialect(d), pool(d, std::move(target), options) {}
+
+Store::Impl::~Impl() = default;
+
+Connection* Store::Impl::current() const noexcept {
+  for (auto it = t_active.rbegin(); it != t_active.rend(); ++it) {
+    if (it->store == this) return it->conn;
+  }
+  return nullptr;
+}
+
+void Store::Impl::begin(Connection& c) {
+  static const Sql begin_sqlite{"BEGIN IMMEDIATE", "BEGIN"};
+  c.execute(begin_sqlite);
+  ++c.depth;
+}
+
+void Store::Impl::commit(Connection& c) {
+  static const Sql commit_sql{"COMMIT"};
+  c.execute(commit_sql);
+  --c.depth;
+}
+
+void Store::Impl::rollback(Connection& c) noexcept {
+  static const Sql rollback_sql{"ROLLBACK"};
+  if (c.depth == 0) return;
+  try {
+    if (!c.broken) c.execute(rollback_sql);
+    --c.depth;
+  } catch (...) {
+    c.broken = true;  // the pool drops it; the server rolls back on disconnect
+  }
+}
+
+std::exception_ptr Store::Impl::translated(const Op& op, Connection* c,
+                                           std::exception_ptr e) const {
+  try {
+    std::rethrow_exception(e);
+  } catch (const soci::soci_error& se) {
+    soci::session* s = c != nullptr ? &c->session() : nullptr;
+    if (c != nullptr && dialect.broken(*s)) c->broken = true;
+    return std::make_exception_ptr(dialect.translate(se, s, op.describe()));
+  } catch (...) {
+    return e;  // convstore::Error, or the application's own exception
+  }
+}
+
+void Store::Impl::run_transaction(const std::function<void()>& body) {
+  if (current() != nullptr) {
+    body();  // join the outer transaction
+    return;
+  }
+  const Op op{"transaction"};
+  auto lease = pool.acquire();
+  Connection& c = *lease;
+  try {
+    begin(c);
+  } catch (...) {
+    fail(op, &c, std::current_exception());
+  }
+  t_active.push_back({this, &c});
+  try {
+    body();
+  } catch (...) {
+    t_active.pop_back();
+    rollback(c);
+    throw;
+  }
+  t_active.pop_back();
+  try {
+    commit(c);
+  } catch (...) {
+    auto e = translated(op, &c, std::current_exception());
+    rollback(c);
+    std::rethrow_exception(e);
+  }
+}
+
+namespace {
+
+int read_schema_version(Connection& c) {
+  static const Sql q{"SELECT COALESCE(MAX(version), 0) FROM convstore_schema"};
+  int v = 0;
+  Stmt(c, q).out(v).one();
+  return v;
+}
+
+}  // namespace
+
+void Store::Impl::migrate(Connection& c, bool apply) {
+  const auto& migrations = dialect.migrations();
+  const int target = static_cast<int>(migrations.size());
+  static const Sql unlock{"SELECT 1", "SELECT pg_advisory_unlock_all()"};
+  const std::string lock = dialect.lock_migrations();
+  const Op op{"migrating the schema"};
+  try {
+    if (!lock.empty()) c.execute_once(lock);
+    try {
+      begin(c);
+      c.execute_once(
+          fmt::format("CREATE TABLE IF NOT EXISTS convstore_schema (version INTEGER PRIMARY KEY, "
+                      "description TEXT NOT NULL, applied_at {} NOT NULL)",
+                      dialect.backend() == detail::Backend::postgresql ? "TIMESTAMPTZ" : "TEXT"));
+      commit(c);
+      int version = read_schema_version(c);
+      if (version > target) {
+        throw Error(ErrorCode::failed_precondition,
+                    fmt::format("{}: the database schema is version {}, newer than this convstore "
+                                "{} understands (version {}); upgrade convstore",
+                                pool.target().display, version, CONVSTORE_VERSION_STRING, target));
+      }
+      if (version < target && !apply) {
+        throw Error(ErrorCode::failed_precondition,
+                    fmt::format("{}: the database schema is version {}, this convstore needs "
+                                "version {} and Options::migrate is false",
+                                pool.target().display, version, target));
+      }
+      static const Sql record{
+          "INSERT INTO convstore_schema (version, description, applied_at) VALUES (:v, :d, :t)"};
+      while (version < target) {
+        begin(c);
+        // Another process may have applied it while this one waited for the
+        // write lock (SQLite) or the advisory lock (PostgreSQL).
+        int now_at = read_schema_version(c);
+        if (now_at == version) {
+          for (const auto& statement : migrations[static_cast<std::size_t>(version)]) {
+            c.execute_once(statement);
+          }
+          Stmt(c, record)
+              .in(version + 1)
+              .in(detail::migration_descriptions()[static_cast<std::size_t>(version)])
+              .in(convstore::now())
+              .one();
+          now_at = version + 1;
+        }
+        commit(c);
+        version = now_at;
+      }
+      schema_version = version;
+    } catch (...) {
+      auto e = translated(op, &c, std::current_exception());
+      rollback(c);
+      std::rethrow_exception(e);
+    }
+    if (!lock.empty()) Stmt(c, unlock).one();
+  } catch (const Error&) {
+    throw;
+  } catch (...) {
+    fail(op, &c, std::current_exception());
+  }
+}
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::Store(Store&&) noexcept = default;
+Store& Store::operator=(Store&&) noexcept = default;
+Store::~Store() = default;
+
+Store Store::open(std::string_view url, const Options& options) {
+  detail::Target target = detail::parse_url(url);
+  const detail::Dialect& dialect = detail::dialect_for(target.backend);
+  auto impl = std::make_unique<Impl>(dialect, std::move(target), options);
+  {
+    auto lease = impl->pool.acquire();
+    impl->migrate(*lease, options.migrate);
+  }
+  return Store(std::move(impl));
+}
+
+ConversationStore& Store::conversations() { return impl_->conversations; }
+
+std::string Store::backend() const { return std::string(impl_->dialect.name()); }
+
+int Store::schema_version() const {
+  return impl_->read(Op{"reading the schema version"},
+                     [](Connection& c) { return read_schema_version(c); });
+}
+
+int Store::library_schema_version() noexcept {
+  return static_cast<int>(detail::migration_descriptions().size());
+}
+
+Health Store::health() const noexcept {
+  Health h;
+  h.backend = std::string(impl_->dialect.name());
+  try {
+    auto t0 = std::chrono::steady_clock::now();
+    h.schema_version = schema_version();
+    h.round_trip = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - t0);
+    h.ok = h.schema_version == library_schema_version();
+    if (!h.ok) {
+      h.error = fmt::format("schema version {} (library expects {})", h.schema_version,
+                            library_schema_version());
+    }
+  } catch (const std::exception& e) {
+    h.error = e.what();
+  }
+  return h;
+}
+
+Stats Store::stats() const {
+  static const Sql q{
+      "SELECT (SELECT COUNT(*) FROM users),"
+      " (SELECT COUNT(*) FROM conversations WHERE status = 'active'),"
+      " (SELECT COUNT(*) FROM conversations WHERE status = 'completed'),"
+      " (SELECT COUNT(*) FROM conversations WHERE status = 'abandoned'),"
+      " (SELECT COUNT(*) FROM conversations WHERE status = 'archived'),"
+      " (SELECT COUNT(*) FROM messages),"
+      " (SELECT COUNT(*) FROM (SELECT agent FROM conversations WHERE agent IS NOT NULL"
+      "   UNION SELECT agent FROM messages WHERE agent IS NOT NULL) AS a)"};
+  return impl_->read(Op{"reading store statistics"}, [](Connection& c) {
+    Stats s;
+    Stmt(c, q)
+        .out(s.users)
+        .out(s.active)
+        .out(s.completed)
+        .out(s.abandoned)
+        .out(s.archived)
+        .out(s.messages)
+        .out(s.agents)
+        .one();
+    s.conversations = s.active + s.completed + s.abandoned + s.archived;
+    return s;
+  });
+}
+
+void Store::run_transaction(const std::function<void()>& body) { impl_->run_transaction(body); }
+
+}  // namespace convstore

@@ -1,0 +1,174 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <fmt/format.h>
+
+#include <exception>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "convstore/conversation_store.hpp"
+#include "convstore/store.hpp"
+#include "db/connection.hpp"
+#include "db/dialect.hpp"
+#include "db/statement.hpp"
+
+namespace convstore {
+
+// What a call is doing, for error messages: "append message (conversation 42)".
+struct Op {
+  const char* action;
+  const char* entity = nullptr;
+  long long id = 0;
+  std::string describe() const {
+    return entity == nullptr ? std::string(action) : fmt::format("{} ({} {})", action, entity, id);
+  }
+};
+
+// The state behind a Store: the dialect, the pool, the stores, and the
+// helpers every store uses to run its statements (read / write / single),
+// so that transactions, savepoints, error translation and connection
+// replacement live in one place.
+class Store::Impl {
+ public:
+  Impl(const detail::Dialect& dialect, detail::Target target, const Options& options);
+  ~Impl();
+
+  const detail::Dialect& dialect;
+  detail::Pool pool;
+  ConversationStore conversations{this};
+  int schema_version = 0;
+
+  detail::Backend backend() const noexcept { return dialect.backend(); }
+
+  // Runs fn(Connection&) on a connection without opening a transaction
+  // (each statement commits on its own). A read that fails because its
+  // pooled connection was dead is retried once on a fresh one.
+  template <class F>
+  auto read(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>()));
+
+  // Runs fn(Connection&) in a write transaction (a savepoint when the
+  // calling thread is inside Store::transaction): all or nothing.
+  template <class F>
+  auto write(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>()));
+
+  // Runs fn(Connection&) that issues exactly one writing statement, which is
+  // atomic on its own: no BEGIN / COMMIT round trips.
+  template <class F>
+  auto single(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>()));
+
+  void run_transaction(const std::function<void()>& body);
+
+  // The connection of the calling thread's open transaction on this store.
+  detail::Connection* current() const noexcept;
+
+  // The exception to throw for `e`, caught while running `op` on `c`: a
+  // database error becomes a convstore::Error (call it before any further
+  // statement on `c`, which would overwrite SQLite's error code); an Error
+  // or an application exception passes unchanged.
+  std::exception_ptr translated(const Op& op, detail::Connection* c, std::exception_ptr e) const;
+  [[noreturn]] void fail(const Op& op, detail::Connection* c, std::exception_ptr e) const {
+    std::rethrow_exception(translated(op, c, e));
+  }
+
+  void migrate(detail::Connection& c, bool apply);
+
+ private:
+  void begin(detail::Connection& c);
+  void commit(detail::Connection& c);
+  void rollback(detail::Connection& c) noexcept;
+};
+
+// ---- template definitions ----
+
+template <class F>
+auto Store::Impl::read(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>())) {
+  if (detail::Connection* c = current()) {
+    try {
+      return fn(*c);
+    } catch (...) {
+      fail(op, c, std::current_exception());
+    }
+  }
+  for (int attempt = 0;; ++attempt) {
+    auto lease = pool.acquire();
+    try {
+      return fn(*lease);
+    } catch (const soci::soci_error&) {
+      bool dead = dialect.broken(lease->session());
+      if (dead) lease->broken = true;
+      if (!dead || attempt > 0) fail(op, &*lease, std::current_exception());
+    } catch (...) {
+      fail(op, &*lease, std::current_exception());
+    }
+  }
+}
+
+template <class F>
+auto Store::Impl::write(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>())) {
+  static const detail::Sql savepoint{"SAVEPOINT convstore_call"};
+  static const detail::Sql release{"RELEASE SAVEPOINT convstore_call"};
+  static const detail::Sql rollback_to{"ROLLBACK TO SAVEPOINT convstore_call"};
+  if (detail::Connection* c = current()) {
+    try {
+      c->execute(savepoint);
+    } catch (...) {
+      fail(op, c, std::current_exception());
+    }
+    try {
+      if constexpr (std::is_void_v<decltype(fn(*c))>) {
+        fn(*c);
+        c->execute(release);
+        return;
+      } else {
+        auto r = fn(*c);
+        c->execute(release);
+        return r;
+      }
+    } catch (...) {
+      auto e = translated(op, c, std::current_exception());
+      try {
+        c->execute(rollback_to);
+        c->execute(release);
+      } catch (...) {
+        c->broken = true;
+      }
+      std::rethrow_exception(e);
+    }
+  }
+  auto lease = pool.acquire();
+  detail::Connection& c = *lease;
+  try {
+    begin(c);
+    if constexpr (std::is_void_v<decltype(fn(c))>) {
+      fn(c);
+      commit(c);
+      return;
+    } else {
+      auto r = fn(c);
+      commit(c);
+      return r;
+    }
+  } catch (...) {
+    auto e = translated(op, &c, std::current_exception());
+    rollback(c);
+    std::rethrow_exception(e);
+  }
+}
+
+template <class F>
+auto Store::Impl::single(const Op& op, F&& fn)
+    -> decltype(fn(std::declval<detail::Connection&>())) {
+  if (current() != nullptr) return write(op, std::forward<F>(fn));
+  auto lease = pool.acquire();
+  try {
+    return fn(*lease);
+  } catch (...) {
+    fail(op, &*lease, std::current_exception());
+  }
+}
+
+}  // namespace convstore

@@ -1,0 +1,154 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "support.hpp"
+
+#include <libpq-fe.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <sstream>
+#include <vector>
+
+namespace testing {
+
+namespace {
+
+bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string(ci) == "true";
+}
+
+std::string unique_suffix() {
+  static std::atomic<int> counter{0};
+  std::random_device rd;
+  std::ostringstream os;
+  os << getpid() << "_" << counter++ << "_" << (rd() % 100000);
+  return os.str();
+}
+
+void admin_exec(const std::string& url, const std::string& sql) {
+  PGconn* c = PQconnectdb(url.c_str());
+  if (PQstatus(c) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(c);
+    PQfinish(c);
+    FAIL("cannot connect to the test PostgreSQL server: " << msg);
+  }
+  PQsetNoticeProcessor(
+      c, [](void*, const char*) {}, nullptr);
+  PGresult* r = PQexec(c, sql.c_str());
+  bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  std::string msg = PQerrorMessage(c);
+  PQclear(r);
+  PQfinish(c);
+  if (!ok) FAIL("'" << sql << "' failed: " << msg);
+}
+
+}  // namespace
+
+TestDb::TestDb(const char* backend) : backend_(backend) {
+  if (backend_ == "sqlite") {
+    auto dir = std::filesystem::temp_directory_path() / ("convstore_test_" + unique_suffix());
+    std::filesystem::create_directories(dir);
+    dir_ = dir.string();
+    url_ = "sqlite:" + (dir / "test.db").string();
+    return;
+  }
+  const char* pg = std::getenv("CONVSTORE_TEST_PG_URL");
+  if (pg == nullptr || *pg == '\0') {
+    if (in_ci()) {
+      FAIL("CONVSTORE_TEST_PG_URL is not set: PostgreSQL tests cannot run (CI=true)");
+    }
+    MESSAGE("PostgreSQL not configured (CONVSTORE_TEST_PG_URL unset): skipped");
+    return;
+  }
+  schema_ = "t_" + unique_suffix();
+  admin_exec(pg, "CREATE SCHEMA " + schema_);
+  std::string base = pg;
+  url_ = base + (base.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" +
+         schema_;
+}
+
+TestDb::~TestDb() {
+  try {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    if (!schema_.empty()) {
+      const char* pg = std::getenv("CONVSTORE_TEST_PG_URL");
+      PGconn* c = PQconnectdb(pg);
+      PQsetNoticeProcessor(
+          c, [](void*, const char*) {}, nullptr);
+      PQclear(PQexec(c, ("DROP SCHEMA " + schema_ + " CASCADE").c_str()));
+      PQfinish(c);
+    }
+  } catch (...) {
+  }
+}
+
+convstore::Store TestDb::open(convstore::Options options) const {
+  return convstore::Store::open(url_, options);
+}
+
+std::string raw_exec(const TestDb& db, const std::string& sql) {
+  std::string out;
+  if (db.backend() == "sqlite") {
+    sqlite3* h = nullptr;
+    REQUIRE(sqlite3_open(db.url().substr(7).c_str(), &h) == SQLITE_OK);
+    sqlite3_busy_timeout(h, 10000);
+    sqlite3_stmt* st = nullptr;
+    int rc = sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr);
+    if (rc == SQLITE_OK) {
+      rc = sqlite3_step(st);
+      if (rc == SQLITE_ROW && sqlite3_column_text(st, 0) != nullptr) {
+        out = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+      }
+    }
+    std::string msg = sqlite3_errmsg(h);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) FAIL("'" << sql << "' failed: " << msg);
+    return out;
+  }
+  PGconn* c = PQconnectdb(db.url().c_str());
+  PGresult* r = PQexec(c, sql.c_str());
+  auto status = PQresultStatus(r);
+  std::string msg = PQerrorMessage(c);
+  if (status == PGRES_TUPLES_OK && PQntuples(r) > 0) out = PQgetvalue(r, 0, 0);
+  PQclear(r);
+  PQfinish(c);
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    FAIL("'" << sql << "' failed: " << msg);
+  }
+  return out;
+}
+
+namespace {
+std::string helper_path() {
+  const char* dir = std::getenv("CONVSTORE_TEST_HELPER");
+  return dir != nullptr ? dir : "./convstore_test_helper";
+}
+}  // namespace
+
+int run_helper(const std::string& args) { return wait_helper(spawn_helper(args)); }
+
+int spawn_helper(const std::string& args) {
+  std::string cmd = helper_path() + " " + args;
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_helper(int pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) < 0) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace testing

@@ -1,0 +1,70 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#include <atomic>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace convstore;
+
+TEST_CASE_TEMPLATE("8 threads appending to one conversation: each message once, count exact", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Options o;
+  o.pool_size = 8;
+  auto store = db.open(o);
+  auto& cs = store.conversations();
+  auto c = cs.start({});
+  constexpr int kThreads = 8, kEach = 40;
+  std::vector<std::thread> threads;
+  std::vector<std::vector<MessageId>> ids(kThreads);
+  std::atomic<int> errors{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        NewMessage m;
+        m.content = std::to_string(t) + ":" + std::to_string(i);
+        try {
+          ids[static_cast<std::size_t>(t)].push_back(cs.append(c.id, m).id);
+        } catch (const Error& e) {
+          ++errors;
+          MESSAGE("append failed: " << e.what());
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(errors.load() == 0);
+  auto conv = cs.get(c.id);
+  CHECK(conv->message_count == kThreads * kEach);
+  CHECK(conv->version == kThreads * kEach);
+  HistoryQuery all;
+  all.limit = 10000;
+  auto history = cs.history(c.id, all);
+  REQUIRE(history.size() == static_cast<std::size_t>(kThreads * kEach));
+  std::set<std::string> contents;
+  for (auto& m : history) contents.insert(m.content);
+  CHECK(contents.size() == history.size());
+  // Each thread's own messages appear in the order it appended them.
+  for (auto& mine : ids) {
+    for (std::size_t i = 1; i < mine.size(); ++i) CHECK(mine[i] > mine[i - 1]);
+  }
+}
+
+TEST_CASE_TEMPLATE("two processes appending to one database: nothing lost, no lock errors", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto c = store.conversations().start({});
+  std::string args = "append '" + db.url() + "' " + std::to_string(c.id) + " 150 ";
+  int a = testing::spawn_helper(args + "A");
+  int b = testing::spawn_helper(args + "B");
+  CHECK(testing::wait_helper(a) == 0);
+  CHECK(testing::wait_helper(b) == 0);
+  CHECK(store.conversations().get(c.id)->message_count == 300);
+  HistoryQuery all;
+  all.limit = 1000;
+  CHECK(store.conversations().history(c.id, all).size() == 300);
+}

@@ -1,0 +1,38 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+//
+// A second process for the tests that need several: it opens a store and
+// does one job, so that the test can check what two processes do to one
+// database.
+//   convstore_test_helper open URL
+//   convstore_test_helper append URL CONVERSATION_ID COUNT TAG
+#include <convstore/convstore.hpp>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+int main(int argc, char** argv) {
+  try {
+    if (argc < 3) return 2;
+    std::string job = argv[1];
+    auto store = convstore::Store::open(argv[2]);
+    if (job == "open") {
+      std::cout << store.schema_version() << "\n";
+      return 0;
+    }
+    if (job == "append" && argc == 6) {
+      convstore::ConversationId id = std::stoll(argv[3]);
+      int count = std::stoi(argv[4]);
+      for (int i = 0; i < count; ++i) {
+        convstore::NewMessage m;
+        m.content = std::string(argv[5]) + " " + std::to_string(i);
+        store.conversations().append(id, m);
+      }
+      return 0;
+    }
+    return 2;
+  } catch (const convstore::Error& e) {
+    std::cerr << "helper: " << convstore::to_string(e.code()) << ": " << e.what() << "\n";
+    return 1;
+  }
+}

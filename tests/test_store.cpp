@@ -1,0 +1,226 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#include <atomic>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace convstore;
+
+TEST_CASE("open rejects unknown schemes and bad URLs with invalid_argument") {
+  CHECK_ERROR_CODE(Store::open("mysql://localhost/db"), ErrorCode::invalid_argument);
+  CHECK_ERROR_CODE(Store::open("sqlite:"), ErrorCode::invalid_argument);
+  CHECK_ERROR_CODE(Store::open("postgresql://host/db?no_such_option=1"),
+                   ErrorCode::invalid_argument);
+}
+
+TEST_CASE("an unreachable PostgreSQL server is unavailable and the password is never shown") {
+  try {
+    Options o;
+    o.connect_timeout = std::chrono::seconds(2);
+    Store::open("postgresql://bot:s3cretpw@127.0.0.1:1/bot", o);
+    FAIL("open succeeded");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::unavailable);
+    CHECK(std::string(e.what()).find("s3cretpw") == std::string::npos);
+    CHECK(std::string(e.what()).find("127.0.0.1") != std::string::npos);
+  }
+}
+
+TEST_CASE("sqlite::memory: opens a private migrated database") {
+  auto a = Store::open("sqlite::memory:");
+  auto b = Store::open("sqlite::memory:");
+  CHECK(a.backend() == "sqlite");
+  CHECK(a.schema_version() == Store::library_schema_version());
+  a.conversations().start({});
+  CHECK(a.stats().conversations == 1);
+  CHECK(b.stats().conversations == 0);
+}
+
+TEST_CASE_TEMPLATE("open migrates a fresh database and reopening keeps the data", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  ConversationId id = 0;
+  {
+    auto store = db.open();
+    CHECK(store.backend() == B::name);
+    CHECK(store.schema_version() == Store::library_schema_version());
+    id = store.conversations().start({}).id;
+  }
+  auto again = db.open();
+  CHECK(again.schema_version() == Store::library_schema_version());
+  CHECK(again.conversations().get(id).has_value());
+}
+
+TEST_CASE_TEMPLATE("two processes opening one fresh database at once both succeed", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  std::vector<int> pids;
+  for (int i = 0; i < 4; ++i) pids.push_back(testing::spawn_helper("open '" + db.url() + "'"));
+  for (int pid : pids) CHECK(testing::wait_helper(pid) == 0);
+  CHECK(db.open().schema_version() == Store::library_schema_version());
+}
+
+TEST_CASE_TEMPLATE("migrate=false refuses a database that is not current", B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Options o;
+  o.migrate = false;
+  CHECK_ERROR_CODE(db.open(o), ErrorCode::failed_precondition);
+  db.open();  // migrates
+  CHECK(db.open(o).schema_version() == Store::library_schema_version());
+}
+
+TEST_CASE_TEMPLATE("a database newer than the library is refused with failed_precondition", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  db.open();
+  // A later library recorded a migration this one does not know.
+  testing::raw_exec(db, "INSERT INTO convstore_schema (version, description, applied_at) VALUES (" +
+                            std::to_string(Store::library_schema_version() + 1) +
+                            ", 'from the future', '2030-01-01T00:00:00.000000Z')");
+  try {
+    db.open();
+    FAIL("opened a newer database");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::failed_precondition);
+    CHECK(std::string(e.what()).find("newer") != std::string::npos);
+  }
+}
+
+TEST_CASE_TEMPLATE("health reports reachability, latency and schema version", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  Health h = store.health();
+  CHECK(h.ok);
+  CHECK(h.backend == B::name);
+  CHECK(h.schema_version == Store::library_schema_version());
+  CHECK(h.round_trip.count() >= 0);
+  CHECK(h.error.empty());
+}
+
+TEST_CASE_TEMPLATE("stats counts users, conversations by status, messages and agents", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto u = cs.upsert_user({"telegram", "42"});
+  NewConversation n;
+  n.user_id = u.id;
+  n.agent = "ExpenseAgent";
+  auto a = cs.start(n);
+  auto b = cs.start(n);
+  auto c = cs.start({});
+  cs.set_status(b.id, ConversationStatus::completed);
+  cs.set_status(c.id, ConversationStatus::abandoned);
+  NewMessage m;
+  m.content = "hi";
+  m.agent = "IncomeAgent";
+  cs.append(a.id, m);
+  cs.append(a.id, m);
+  Stats s = store.stats();
+  CHECK(s.users == 1);
+  CHECK(s.conversations == 3);
+  CHECK(s.active == 1);
+  CHECK(s.completed == 1);
+  CHECK(s.abandoned == 1);
+  CHECK(s.archived == 0);
+  CHECK(s.messages == 2);
+  CHECK(s.agents == 2);
+}
+
+TEST_CASE_TEMPLATE("transaction commits together and rolls back everything on an exception", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = store.transaction([&] {
+    auto c = cs.start({});
+    NewMessage m;
+    m.content = "one";
+    cs.append(c.id, m);
+    cs.save_data(c.id, DataKind::partial, {{"amount", 300}});
+    return c;
+  });
+  CHECK(cs.get(conv.id)->message_count == 1);
+
+  CHECK_THROWS_AS(store.transaction([&] {
+    NewMessage m;
+    m.content = "two";
+    cs.append(conv.id, m);
+    cs.start({});
+    throw std::runtime_error("app failure");
+  }),
+                  std::runtime_error);
+  CHECK(cs.get(conv.id)->message_count == 1);
+  CHECK(store.stats().conversations == 1);
+  CHECK(store.stats().messages == 1);
+}
+
+TEST_CASE_TEMPLATE("a failed call inside a transaction is undone alone; the rest commits", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  NewConversation keyed;
+  keyed.key = "k";
+  cs.start(keyed);
+  store.transaction([&] {
+    auto c = cs.start({});
+    CHECK_ERROR_CODE(cs.start(keyed), ErrorCode::already_exists);
+    NewMessage m;
+    m.content = "after the failure";
+    cs.append(c.id, m);
+  });
+  CHECK(store.stats().conversations == 2);
+  CHECK(store.stats().messages == 1);
+}
+
+TEST_CASE_TEMPLATE("the statement hook sees SQL text and durations, never values", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  std::vector<std::string> seen;
+  std::mutex mu;
+  Options o;
+  o.on_statement = [&](const StatementEvent& e) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen.emplace_back(e.sql);
+    CHECK(e.duration.count() >= 0);
+  };
+  auto store = db.open(o);
+  auto c = store.conversations().start({});
+  NewMessage m;
+  m.content = "secret-value-123";
+  store.conversations().append(c.id, m);
+  bool saw_insert = false;
+  for (const auto& s : seen) {
+    CHECK(s.find("secret-value-123") == std::string::npos);
+    if (s.find("INSERT INTO messages") != std::string::npos) saw_insert = true;
+  }
+  CHECK(saw_insert);
+}
+
+TEST_CASE_TEMPLATE("a pool exhausted for longer than acquire_timeout fails with unavailable", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Options o;
+  o.pool_size = 1;
+  o.acquire_timeout = std::chrono::milliseconds(200);
+  auto store = db.open(o);
+  std::atomic<bool> inside{false}, release{false};
+  std::thread holder([&] {
+    store.transaction([&] {
+      store.conversations().start({});
+      inside = true;
+      while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    });
+  });
+  while (!inside) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK_ERROR_CODE(store.conversations().start({}), ErrorCode::unavailable);
+  release = true;
+  holder.join();
+  CHECK(store.stats().conversations == 1);
+}
