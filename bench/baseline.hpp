@@ -1,0 +1,50 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The baselines: the same work written directly on the sqlite3 C API and on
+// libpq, the way a careful engineer would (statements prepared once, the
+// same durability, one round trip where one suffices), against the same
+// schema (the database is created by convstore first).
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace bench {
+
+// A message row as a raw client would hand it on: every column copied out.
+struct RawMessage {
+  long long id = 0, conversation_id = 0, token_count = 0;
+  std::string role, kind, content, agent, model, tool_name, tool_args, tool_call_id,
+      platform_message_id, reply_to_platform_id, client_key, complete, metadata, created_at,
+      updated_at;
+};
+
+struct RawConversation {
+  long long id = 0, user_id = 0, message_count = 0, version = 0;
+  std::string key, channel, chat_id, agent, kind, title, active_agent, status, model_override,
+      external_ref, last_message_at, metadata, created_at, updated_at;
+};
+
+class Baseline {
+ public:
+  virtual ~Baseline() = default;
+  // One committed transaction: the message, and the conversation's count,
+  // version and last-message time.
+  virtual long long append(long long conversation, const std::string& content) = 0;
+  // One committed transaction for all of `contents`.
+  virtual void append_batch(long long conversation, const std::vector<std::string>& contents) = 0;
+  // The newest n messages, oldest first.
+  virtual std::vector<RawMessage> recent(long long conversation, int n) = 0;
+  // A page of a user's conversations, newest update first; `after_*` empty
+  // for the first page.
+  virtual std::vector<RawConversation> list(long long user, const std::string& after_time,
+                                            long long after_id, int limit) = 0;
+};
+
+std::unique_ptr<Baseline> sqlite_baseline(const std::string& path, bool full_sync);
+std::unique_ptr<Baseline> postgresql_baseline(const std::string& conninfo);
+
+}  // namespace bench

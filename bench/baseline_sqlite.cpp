@@ -1,0 +1,189 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "baseline.hpp"
+#include "harness.hpp"
+
+namespace bench {
+
+namespace {
+
+std::string col(sqlite3_stmt* st, int i) {
+  const unsigned char* p = sqlite3_column_text(st, i);
+  return p != nullptr ? std::string(reinterpret_cast<const char*>(p),
+                                    static_cast<std::size_t>(sqlite3_column_bytes(st, i)))
+                      : std::string();
+}
+
+class SqliteBaseline final : public Baseline {
+ public:
+  SqliteBaseline(const std::string& path, bool full_sync) {
+    if (sqlite3_open(path.c_str(), &db_) != SQLITE_OK) throw std::runtime_error("open");
+    sqlite3_busy_timeout(db_, 10000);
+    exec("PRAGMA journal_mode=WAL");
+    exec(full_sync ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    exec("PRAGMA foreign_keys=ON");
+    begin_ = prepare("BEGIN IMMEDIATE");
+    commit_ = prepare("COMMIT");
+    insert_ = prepare(
+        "INSERT INTO messages (conversation_id, role, kind, content, metadata, complete, "
+        "created_at, updated_at) VALUES (?, 'user', 'text', ?, ?, 1, ?, ?)");
+    count_ = prepare(
+        "UPDATE conversations SET message_count = message_count + ?, version = version + 1, "
+        "last_message_at = ?, updated_at = ? WHERE id = ?");
+    recent_ = prepare(
+        "SELECT id, conversation_id, role, kind, content, agent, model, token_count, tool_name, "
+        "tool_args, tool_call_id, platform_message_id, reply_to_platform_id, client_key, "
+        "complete, metadata, created_at, updated_at FROM messages WHERE conversation_id = ? "
+        "ORDER BY id DESC LIMIT ?");
+    const char* cols =
+        "SELECT id, key, user_id, channel, chat_id, agent, kind, title, active_agent, status, "
+        "model_override, external_ref, message_count, version, last_message_at, metadata, "
+        "created_at, updated_at FROM conversations WHERE user_id = ? ";
+    first_page_ = prepare(std::string(cols) + "ORDER BY updated_at DESC, id DESC LIMIT ?");
+    next_page_ = prepare(std::string(cols) +
+                         "AND (updated_at, id) < (?, ?) ORDER BY updated_at DESC, id DESC LIMIT ?");
+  }
+  ~SqliteBaseline() override {
+    for (auto* st : {begin_, commit_, insert_, count_, recent_, first_page_, next_page_}) {
+      sqlite3_finalize(st);
+    }
+    sqlite3_close(db_);
+  }
+
+  long long append(long long conversation, const std::string& content) override {
+    std::string t = now_text();
+    step(begin_);
+    long long id = insert(conversation, content, t);
+    count(conversation, 1, t);
+    step(commit_);
+    return id;
+  }
+
+  void append_batch(long long conversation, const std::vector<std::string>& contents) override {
+    std::string t = now_text();
+    step(begin_);
+    for (const auto& c : contents) insert(conversation, c, t);
+    count(conversation, static_cast<long long>(contents.size()), t);
+    step(commit_);
+  }
+
+  std::vector<RawMessage> recent(long long conversation, int n) override {
+    std::vector<RawMessage> out;
+    sqlite3_bind_int64(recent_, 1, conversation);
+    sqlite3_bind_int(recent_, 2, n);
+    while (sqlite3_step(recent_) == SQLITE_ROW) {
+      RawMessage m;
+      m.id = sqlite3_column_int64(recent_, 0);
+      m.conversation_id = sqlite3_column_int64(recent_, 1);
+      m.role = col(recent_, 2);
+      m.kind = col(recent_, 3);
+      m.content = col(recent_, 4);
+      m.agent = col(recent_, 5);
+      m.model = col(recent_, 6);
+      m.token_count = sqlite3_column_int64(recent_, 7);
+      m.tool_name = col(recent_, 8);
+      m.tool_args = col(recent_, 9);
+      m.tool_call_id = col(recent_, 10);
+      m.platform_message_id = col(recent_, 11);
+      m.reply_to_platform_id = col(recent_, 12);
+      m.client_key = col(recent_, 13);
+      m.complete = col(recent_, 14);
+      m.metadata = col(recent_, 15);
+      m.created_at = col(recent_, 16);
+      m.updated_at = col(recent_, 17);
+      out.push_back(std::move(m));
+    }
+    sqlite3_reset(recent_);
+    std::reverse(out.begin(), out.end());
+    return out;
+  }
+
+  std::vector<RawConversation> list(long long user, const std::string& after_time,
+                                    long long after_id, int limit) override {
+    sqlite3_stmt* st = after_time.empty() ? first_page_ : next_page_;
+    int i = 1;
+    sqlite3_bind_int64(st, i++, user);
+    if (!after_time.empty()) {
+      sqlite3_bind_text(st, i++, after_time.c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int64(st, i++, after_id);
+    }
+    sqlite3_bind_int(st, i, limit);
+    std::vector<RawConversation> out;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      RawConversation c;
+      c.id = sqlite3_column_int64(st, 0);
+      c.key = col(st, 1);
+      c.user_id = sqlite3_column_int64(st, 2);
+      c.channel = col(st, 3);
+      c.chat_id = col(st, 4);
+      c.agent = col(st, 5);
+      c.kind = col(st, 6);
+      c.title = col(st, 7);
+      c.active_agent = col(st, 8);
+      c.status = col(st, 9);
+      c.model_override = col(st, 10);
+      c.external_ref = col(st, 11);
+      c.message_count = sqlite3_column_int64(st, 12);
+      c.version = sqlite3_column_int64(st, 13);
+      c.last_message_at = col(st, 14);
+      c.metadata = col(st, 15);
+      c.created_at = col(st, 16);
+      c.updated_at = col(st, 17);
+      out.push_back(std::move(c));
+    }
+    sqlite3_reset(st);
+    return out;
+  }
+
+ private:
+  void exec(const char* sql) {
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
+      throw std::runtime_error(sqlite3_errmsg(db_));
+    }
+  }
+  sqlite3_stmt* prepare(const std::string& sql) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+      throw std::runtime_error(sqlite3_errmsg(db_));
+    }
+    return st;
+  }
+  void step(sqlite3_stmt* st) {
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) throw std::runtime_error(sqlite3_errmsg(db_));
+  }
+  long long insert(long long conversation, const std::string& content, const std::string& t) {
+    sqlite3_bind_int64(insert_, 1, conversation);
+    sqlite3_bind_text(insert_, 2, content.data(), static_cast<int>(content.size()),
+                      SQLITE_STATIC);
+    sqlite3_bind_text(insert_, 3, kMetadata, -1, SQLITE_STATIC);
+    sqlite3_bind_text(insert_, 4, t.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(insert_, 5, t.c_str(), -1, SQLITE_STATIC);
+    step(insert_);
+    return sqlite3_last_insert_rowid(db_);
+  }
+  void count(long long conversation, long long n, const std::string& t) {
+    sqlite3_bind_int64(count_, 1, n);
+    sqlite3_bind_text(count_, 2, t.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(count_, 3, t.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(count_, 4, conversation);
+    step(count_);
+  }
+
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt *begin_, *commit_, *insert_, *count_, *recent_, *first_page_, *next_page_;
+};
+
+}  // namespace
+
+std::unique_ptr<Baseline> sqlite_baseline(const std::string& path, bool full_sync) {
+  return std::make_unique<SqliteBaseline>(path, full_sync);
+}
+
+}  // namespace bench

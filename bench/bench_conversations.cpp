@@ -1,0 +1,279 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+//
+// The standard workloads of DESIGN.md for the ConversationStore, each on
+// convstore and on a baseline written directly on sqlite3 / libpq:
+//   W1    100 conversations x 100 messages, round-robin, one commit per message
+//   W1b   the same in batches of 100 (one commit per batch)
+//   W2    2,000 x 100 messages prefilled; 5,000 loads of the last 50 messages
+//   list  a user with 10,000 conversations: first page, and page 50 by cursor
+//
+//   convstore_bench [--pg URL] [--no-sqlite] [--dir DIR] [--quick]
+#include <libpq-fe.h>
+
+#include <convstore/convstore.hpp>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <random>
+
+#include "baseline.hpp"
+#include "harness.hpp"
+
+using namespace convstore;
+using bench::Clock;
+
+namespace {
+
+struct Scale {
+  int w1_conversations = 100, w1_messages = 100;
+  int w2_conversations = 2000, w2_messages = 100, w2_loads = 5000;
+  int list_conversations = 10000, list_runs = 500;
+};
+
+// A fresh database for one workload and how to reach it from both sides.
+struct Target {
+  std::string url;       // for Store::open
+  std::string raw;       // sqlite path or libpq conninfo
+  bool sqlite = true;
+};
+
+class Databases {
+ public:
+  Databases(std::string dir, std::string pg) : dir_(std::move(dir)), pg_(std::move(pg)) {}
+  ~Databases() {
+    for (const auto& s : schemas_) admin("DROP SCHEMA IF EXISTS " + s + " CASCADE");
+  }
+  Target fresh(bool sqlite, const std::string& name) {
+    if (sqlite) {
+      auto path = std::filesystem::path(dir_) / (name + ".db");
+      for (const char* suffix : {"", "-wal", "-shm"}) {
+        std::filesystem::remove(path.string() + suffix);
+      }
+      return {"sqlite:" + path.string(), path.string(), true};
+    }
+    std::string schema = "bench_" + name;
+    admin("DROP SCHEMA IF EXISTS " + schema + " CASCADE");
+    admin("CREATE SCHEMA " + schema);
+    schemas_.push_back(schema);
+    std::string url =
+        pg_ + (pg_.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" + schema;
+    return {url, url, false};
+  }
+
+ private:
+  void admin(const std::string& sql) {
+    PGconn* c = PQconnectdb(pg_.c_str());
+    PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);
+    PQclear(PQexec(c, sql.c_str()));
+    PQfinish(c);
+  }
+  std::string dir_, pg_;
+  std::vector<std::string> schemas_;
+};
+
+std::unique_ptr<bench::Baseline> baseline(const Target& t) {
+  return t.sqlite ? bench::sqlite_baseline(t.raw, true) : bench::postgresql_baseline(t.raw);
+}
+
+std::vector<ConversationId> start_conversations(Store& store, int n, std::optional<UserId> user) {
+  std::vector<ConversationId> ids;
+  store.transaction([&] {
+    for (int i = 0; i < n; ++i) {
+      NewConversation c;
+      c.user_id = user;
+      c.channel = "bench";
+      ids.push_back(store.conversations().start(c).id);
+    }
+  });
+  return ids;
+}
+
+NewMessage w1_message(int i) {
+  NewMessage m;
+  m.content = bench::message_content(i);
+  m.metadata = Json::parse(bench::kMetadata);
+  return m;
+}
+
+// W1: messages per second, one commit per message.
+std::vector<bench::Row> run_w1(Databases& dbs, bool sqlite, const Scale& s) {
+  std::vector<bench::Row> rows;
+  double cs_rate = 0, raw_rate = 0, cs_batch = 0, raw_batch = 0;
+  const int total = s.w1_conversations * s.w1_messages;
+  {
+    auto t = dbs.fresh(sqlite, "w1_convstore");
+    auto store = Store::open(t.url);
+    auto ids = start_conversations(store, s.w1_conversations, std::nullopt);
+    auto t0 = Clock::now();
+    for (int i = 0; i < s.w1_messages; ++i) {
+      for (auto id : ids) store.conversations().append(id, w1_message(i));
+    }
+    cs_rate = total / bench::seconds_since(t0);
+  }
+  {
+    auto t = dbs.fresh(sqlite, "w1_raw");
+    std::vector<ConversationId> ids;
+    {
+      auto store = Store::open(t.url);
+      ids = start_conversations(store, s.w1_conversations, std::nullopt);
+    }
+    auto raw = baseline(t);
+    auto t0 = Clock::now();
+    for (int i = 0; i < s.w1_messages; ++i) {
+      for (auto id : ids) raw->append(id, bench::message_content(i));
+    }
+    raw_rate = total / bench::seconds_since(t0);
+  }
+  rows.push_back({"W1 append", "(msg/s)", cs_rate, raw_rate, true});
+  {
+    auto t = dbs.fresh(sqlite, "w1b_convstore");
+    auto store = Store::open(t.url);
+    auto ids = start_conversations(store, s.w1_conversations, std::nullopt);
+    std::vector<NewMessage> batch;
+    for (int i = 0; i < s.w1_messages; ++i) batch.push_back(w1_message(i));
+    auto t0 = Clock::now();
+    for (auto id : ids) store.conversations().append_batch(id, batch);
+    cs_batch = total / bench::seconds_since(t0);
+  }
+  {
+    auto t = dbs.fresh(sqlite, "w1b_raw");
+    std::vector<ConversationId> ids;
+    {
+      auto store = Store::open(t.url);
+      ids = start_conversations(store, s.w1_conversations, std::nullopt);
+    }
+    auto raw = baseline(t);
+    std::vector<std::string> batch;
+    for (int i = 0; i < s.w1_messages; ++i) batch.push_back(bench::message_content(i));
+    auto t0 = Clock::now();
+    for (auto id : ids) raw->append_batch(id, batch);
+    raw_batch = total / bench::seconds_since(t0);
+  }
+  rows.push_back({"W1b append, batches of 100", "(msg/s)", cs_batch, raw_batch, true});
+  return rows;
+}
+
+// W2: latency of loading the last 50 messages of a random conversation.
+std::vector<bench::Row> run_w2(Databases& dbs, bool sqlite, const Scale& s) {
+  auto t = dbs.fresh(sqlite, "w2");
+  auto store = Store::open(t.url);
+  auto ids = start_conversations(store, s.w2_conversations, std::nullopt);
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < s.w2_messages; ++i) batch.push_back(w1_message(i));
+  for (auto id : ids) store.conversations().append_batch(id, batch);
+  auto raw = baseline(t);
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<std::size_t> pick(0, ids.size() - 1);
+  bench::Samples cs, base;
+  std::size_t got = 0;
+  for (int i = 0; i < s.w2_loads; ++i) {
+    auto id = ids[pick(rng)];
+    auto t0 = Clock::now();
+    got += store.conversations().recent(id, 50).size();
+    cs.add(t0);
+    t0 = Clock::now();
+    got += raw->recent(id, 50).size();
+    base.add(t0);
+  }
+  if (got != static_cast<std::size_t>(s.w2_loads) * 100) std::cerr << "W2: short reads\n";
+  return {{"W2 last 50 messages", "p50 (us)", cs.percentile(50), base.percentile(50), false},
+          {"W2 last 50 messages", "p99 (us)", cs.percentile(99), base.percentile(99), false}};
+}
+
+// Listing at scale: first page and page 50 of a user's 10,000 conversations.
+std::vector<bench::Row> run_list(Databases& dbs, bool sqlite, const Scale& s) {
+  auto t = dbs.fresh(sqlite, "list");
+  auto store = Store::open(t.url);
+  auto& cs = store.conversations();
+  auto user = cs.upsert_user({"bench", "heavy"});
+  start_conversations(store, s.list_conversations, user.id);
+  start_conversations(store, s.list_conversations / 10, cs.upsert_user({"bench", "other"}).id);
+  auto raw = baseline(t);
+  ConversationFilter f;
+  f.user_id = user.id;
+  f.limit = 20;
+  // The cursor of page 50.
+  ConversationFilter f50 = f;
+  Conversation last_of_49;
+  for (int page = 1; page < 50; ++page) {
+    auto p = cs.list(f50);
+    last_of_49 = p.items.back();
+    f50.cursor = p.next_cursor;
+  }
+  std::string after_time = to_iso8601(last_of_49.updated_at);
+  bench::Samples first, first_raw, fifty, fifty_raw;
+  for (int i = 0; i < s.list_runs; ++i) {
+    auto t0 = Clock::now();
+    auto a = cs.list(f);
+    first.add(t0);
+    t0 = Clock::now();
+    auto b = raw->list(user.id, "", 0, 21);
+    first_raw.add(t0);
+    t0 = Clock::now();
+    auto c = cs.list(f50);
+    fifty.add(t0);
+    t0 = Clock::now();
+    auto d = raw->list(user.id, after_time, last_of_49.id, 21);
+    fifty_raw.add(t0);
+    if (a.items.size() != 20 || c.items.size() != 20 || b.size() != 21 || d.size() != 21 ||
+        c.items.front().id != d.front().id) {
+      std::cerr << "list: pages disagree\n";
+    }
+  }
+  return {{"list first page of 10k", "p50 (us)", first.percentile(50), first_raw.percentile(50),
+           false},
+          {"list page 50 by cursor", "p50 (us)", fifty.percentile(50), fifty_raw.percentile(50),
+           false}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string pg, dir = std::filesystem::temp_directory_path() / "convstore_bench";
+  bool run_sqlite = true;
+  Scale scale;
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--pg" && i + 1 < argc) {
+      pg = argv[++i];
+    } else if (a == "--dir" && i + 1 < argc) {
+      dir = argv[++i];
+    } else if (a == "--no-sqlite") {
+      run_sqlite = false;
+    } else if (a == "--only" && i + 1 < argc) {
+      only = argv[++i];
+    } else if (a == "--quick") {
+      scale = Scale{20, 20, 200, 100, 500, 2000, 100};
+    } else {
+      std::cerr << "usage: convstore_bench [--pg URL] [--no-sqlite] [--dir DIR] [--only "
+                   "w1|w2|list] [--quick]\n";
+      return 2;
+    }
+  }
+  if (pg.empty()) {
+    if (const char* env = std::getenv("CONVSTORE_TEST_PG_URL")) pg = env;
+  }
+  std::filesystem::create_directories(dir);
+  try {
+    Databases dbs(dir, pg);
+    for (bool sqlite : {true, false}) {
+      if (sqlite && !run_sqlite) continue;
+      if (!sqlite && pg.empty()) {
+        std::cout << "\npostgresql: skipped (no --pg URL and no CONVSTORE_TEST_PG_URL)\n";
+        continue;
+      }
+      std::vector<bench::Row> rows;
+      auto add = [&](std::vector<bench::Row> r) { rows.insert(rows.end(), r.begin(), r.end()); };
+      if (only.empty() || only == "w1") add(run_w1(dbs, sqlite, scale));
+      if (only.empty() || only == "w2") add(run_w2(dbs, sqlite, scale));
+      if (only.empty() || only == "list") add(run_list(dbs, sqlite, scale));
+      bench::print_rows(sqlite ? "sqlite" : "postgresql", rows);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "convstore_bench: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
