@@ -23,9 +23,9 @@ class Result {
 };
 
 std::string col(PGresult* r, int row, int i) {
-  return PQgetisnull(r, row, i) ? std::string()
-                                : std::string(PQgetvalue(r, row, i),
-                                              static_cast<std::size_t>(PQgetlength(r, row, i)));
+  return PQgetisnull(r, row, i)
+             ? std::string()
+             : std::string(PQgetvalue(r, row, i), static_cast<std::size_t>(PQgetlength(r, row, i)));
 }
 
 long long num(PGresult* r, int row, int i) {
@@ -36,7 +36,8 @@ class PostgresqlBaseline final : public Baseline {
  public:
   explicit PostgresqlBaseline(const std::string& conninfo) : c_(PQconnectdb(conninfo.c_str())) {
     if (PQstatus(c_) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(c_));
-    PQsetNoticeProcessor(c_, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        c_, [](void*, const char*) {}, nullptr);
     exec("SET TIME ZONE 'UTC'");
     // The best single-statement append: the UPDATE locks the conversation,
     // the INSERT reads its output; atomic on its own, one round trip.

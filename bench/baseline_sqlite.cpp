@@ -160,8 +160,7 @@ class SqliteBaseline final : public Baseline {
   }
   long long insert(long long conversation, const std::string& content, const std::string& t) {
     sqlite3_bind_int64(insert_, 1, conversation);
-    sqlite3_bind_text(insert_, 2, content.data(), static_cast<int>(content.size()),
-                      SQLITE_STATIC);
+    sqlite3_bind_text(insert_, 2, content.data(), static_cast<int>(content.size()), SQLITE_STATIC);
     sqlite3_bind_text(insert_, 3, kMetadata, -1, SQLITE_STATIC);
     sqlite3_bind_text(insert_, 4, t.c_str(), -1, SQLITE_STATIC);
     sqlite3_bind_text(insert_, 5, t.c_str(), -1, SQLITE_STATIC);

@@ -33,8 +33,8 @@ struct Scale {
 
 // A fresh database for one workload and how to reach it from both sides.
 struct Target {
-  std::string url;       // for Store::open
-  std::string raw;       // sqlite path or libpq conninfo
+  std::string url;  // for Store::open
+  std::string raw;  // sqlite path or libpq conninfo
   bool sqlite = true;
 };
 
@@ -56,15 +56,16 @@ class Databases {
     admin("DROP SCHEMA IF EXISTS " + schema + " CASCADE");
     admin("CREATE SCHEMA " + schema);
     schemas_.push_back(schema);
-    std::string url =
-        pg_ + (pg_.find('?') == std::string::npos ? "?" : "&") + "options=-csearch_path%3D" + schema;
+    std::string url = pg_ + (pg_.find('?') == std::string::npos ? "?" : "&") +
+                      "options=-csearch_path%3D" + schema;
     return {url, url, false};
   }
 
  private:
   void admin(const std::string& sql) {
     PGconn* c = PQconnectdb(pg_.c_str());
-    PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);
+    PQsetNoticeProcessor(
+        c, [](void*, const char*) {}, nullptr);
     PQclear(PQexec(c, sql.c_str()));
     PQfinish(c);
   }
@@ -221,10 +222,10 @@ std::vector<bench::Row> run_list(Databases& dbs, bool sqlite, const Scale& s) {
       std::cerr << "list: pages disagree\n";
     }
   }
-  return {{"list first page of 10k", "p50 (us)", first.percentile(50), first_raw.percentile(50),
-           false},
-          {"list page 50 by cursor", "p50 (us)", fifty.percentile(50), fifty_raw.percentile(50),
-           false}};
+  return {
+      {"list first page of 10k", "p50 (us)", first.percentile(50), first_raw.percentile(50), false},
+      {"list page 50 by cursor", "p50 (us)", fifty.percentile(50), fifty_raw.percentile(50),
+       false}};
 }
 
 }  // namespace
@@ -245,7 +246,7 @@ int main(int argc, char** argv) {
     } else if (a == "--only" && i + 1 < argc) {
       only = argv[++i];
     } else if (a == "--quick") {
-      scale = Scale{20, 20, 200, 100, 500, 2000, 100};
+      scale = Scale{10, 100, 200, 100, 500, 2000, 100};
     } else {
       std::cerr << "usage: convstore_bench [--pg URL] [--no-sqlite] [--dir DIR] [--only "
                    "w1|w2|list] [--quick]\n";

@@ -84,10 +84,11 @@ std::optional<T> fetch_one(Stmt& s) {
   return row;
 }
 
-// Runs `s` and reads every row.
+// Runs `s` and reads every row (`expected` sizes the result up front).
 template <class T>
-std::vector<T> fetch_all(Stmt& s) {
+std::vector<T> fetch_all(Stmt& s, std::size_t expected = 0) {
   std::vector<T> rows;
+  rows.reserve(expected);
   T row;
   read_row(s, row);
   while (s.next()) rows.push_back(std::move(row));
@@ -290,15 +291,80 @@ std::optional<Message> find_by_client_key(Connection& c, ConversationId id,
 
 MessageId insert_message(Connection& c, ConversationId id, const NewMessage& m,
                          const EncodedMessage& e, Timestamp t) {
+  // SQLite: the rowid of the connection's last insert, which costs less than
+  // RETURNING (SQLite buffers RETURNING rows in a temporary table).
   static const Sql q{"INSERT INTO messages (" CS_MSG_INSERT_COLS
                      ") VALUES (:c, :r, :k, :content, :agent, :model, :tc, :tn, :ta, :tci, "
+                     ":pid, :rpid, :ck, :done, :md, :t1, :t2)",
+                     "INSERT INTO messages (" CS_MSG_INSERT_COLS
+                     ") VALUES (:c, :r, :k, :content, :agent, :model, :tc, :tn, :ta, :tci, "
                      ":pid, :rpid, :ck, :done, :md, :t1, :t2) RETURNING id"};
-  MessageId mid = 0;
+  long long mid = 0;
   Stmt s(c, q);
   bind_message(s, id, m, e, t);
-  s.out(mid);
-  s.one();
+  if (c.backend() == Backend::postgresql) {
+    s.out(mid);
+    s.one();
+  } else {
+    s.one();
+    c.session().get_last_insert_id("messages", mid);
+  }
   return mid;
+}
+
+// PostgreSQL: a whole batch as one statement, atomic on its own (one round
+// trip instead of one a message): the UPDATE locks the conversation and moves
+// its count, the rows travel as one JSON array that the server unpacks.
+// Returns no ids when the conversation does not exist.
+std::vector<MessageId> insert_batch(Connection& c, ConversationId id,
+                                    const std::vector<NewMessage>& messages, Timestamp t) {
+  static const Sql q{
+      "",
+      "WITH c AS (UPDATE conversations SET message_count = message_count + :n, "
+      "version = version + 1, last_message_at = :t0::timestamptz, "
+      "updated_at = :t00::timestamptz WHERE id = :c RETURNING id) "
+      "INSERT INTO messages (" CS_MSG_INSERT_COLS
+      ") SELECT c.id, r.role, r.kind, r.content, r.agent, r.model, r.token_count, r.tool_name, "
+      "r.tool_args, r.tool_call_id, r.platform_message_id, r.reply_to_platform_id, NULL, "
+      "r.complete, r.metadata, :t1::timestamptz, :t2::timestamptz "
+      "FROM c, ROWS FROM (jsonb_to_recordset(:rows::jsonb) AS (role text, kind text, "
+      "content text, agent text, model text, token_count bigint, tool_name text, "
+      "tool_args jsonb, tool_call_id text, platform_message_id text, "
+      "reply_to_platform_id text, complete boolean, metadata jsonb)) WITH ORDINALITY "
+      "AS r(role, kind, content, agent, model, token_count, tool_name, tool_args, "
+      "tool_call_id, platform_message_id, reply_to_platform_id, complete, metadata, ord) "
+      "ORDER BY r.ord RETURNING id"};
+  Json rows = Json::array();
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const NewMessage& m = messages[i];
+    auto opt = [](const std::optional<std::string>& v) { return v ? Json(*v) : Json(nullptr); };
+    rows.push_back({{"role", to_string(m.role)},
+                    {"kind", to_string(m.kind)},
+                    {"content", m.content},
+                    {"agent", opt(m.agent)},
+                    {"model", opt(m.model)},
+                    {"token_count", m.token_count ? Json(*m.token_count) : Json(nullptr)},
+                    {"tool_name", opt(m.tool_name)},
+                    {"tool_args", m.tool_args},
+                    {"tool_call_id", opt(m.tool_call_id)},
+                    {"platform_message_id", opt(m.platform_message_id)},
+                    {"reply_to_platform_id", opt(m.reply_to_platform_id)},
+                    {"complete", m.complete},
+                    {"metadata", m.metadata.is_null() ? Json::object() : m.metadata}});
+  }
+  std::vector<MessageId> ids;
+  ids.reserve(messages.size());
+  long long mid = 0;
+  Stmt s(c, q);
+  s.in(messages.size()).in(t).in(t).in(id).in(t).in(t).in(rows.dump()).out(mid);
+  while (s.next()) ids.push_back(mid);
+  // The ids were drawn in ORDER BY order under the conversation's lock.
+  std::sort(ids.begin(), ids.end());
+  if (!ids.empty() && ids.size() != messages.size()) {
+    throw Error(ErrorCode::internal,
+                fmt::format("batch insert stored {} of {} messages", ids.size(), messages.size()));
+  }
+  return ids;
 }
 
 void count_messages(Connection& c, ConversationId id, long long added, Timestamp t) {
@@ -730,7 +796,21 @@ std::vector<Message> ConversationStore::append_batch(ConversationId id,
   std::vector<EncodedMessage> encoded;
   encoded.reserve(messages.size());
   for (const auto& m : messages) encoded.push_back(encode(m));
-  return impl_->write(Op{"append messages", "conversation", id}, [&](Connection& c) {
+  const Op op{"append messages", "conversation", id};
+  bool keyed = std::any_of(messages.begin(), messages.end(),
+                           [](const NewMessage& m) { return m.client_key.has_value(); });
+  if (impl_->backend() == Backend::postgresql && !keyed && !messages.empty()) {
+    Timestamp t = now();
+    auto ids = impl_->single(op, [&](Connection& c) { return insert_batch(c, id, messages, t); });
+    if (ids.empty()) conversation_not_found(id);
+    std::vector<Message> out;
+    out.reserve(messages.size());
+    for (std::size_t i = 0; i < messages.size(); ++i) {
+      out.push_back(stored_message(ids[i], id, messages[i], t));
+    }
+    return out;
+  }
+  return impl_->write(op, [&](Connection& c) {
     lock_conversation(c, id);
     std::vector<Message> out;
     out.reserve(messages.size());
@@ -791,7 +871,7 @@ std::vector<Message> ConversationStore::history(ConversationId id, const History
     if (q.agent) s.in(*q.agent);
     if (q.kind) s.in(*q.kind);
     s.in(q.limit);
-    auto rows = fetch_all<Message>(s);
+    auto rows = fetch_all<Message>(s, q.limit);
     if (rows.empty()) {
       Stmt g(c, kGetConversation);
       g.in(id);
@@ -1067,7 +1147,7 @@ ConversationContext ConversationStore::context(ConversationId id, std::size_t n)
     if (n > 0) {
       Stmt s(c, last_n);
       s.in(id).in(n);
-      ctx.messages = fetch_all<Message>(s);
+      ctx.messages = fetch_all<Message>(s, n);
       std::reverse(ctx.messages.begin(), ctx.messages.end());
     }
     {

@@ -19,7 +19,15 @@ Timestamp now() noexcept {
 
 std::string to_iso8601(Timestamp t) {
   // Always 27 characters, so that stored text sorts like the time it names.
-  return date::format("%Y-%m-%dT%H:%M:%SZ", t);
+  // (date::format would do, through an ostream, ten times slower; this runs
+  // for every timestamp bound.)
+  auto day = date::floor<date::days>(t);
+  date::year_month_day ymd{day};
+  auto micros = (t - day).count();
+  long long secs = micros / 1000000;
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", static_cast<int>(ymd.year()),
+                     static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                     secs / 3600, secs / 60 % 60, secs % 60, micros % 1000000);
 }
 
 namespace {
@@ -226,6 +234,7 @@ namespace detail {
 
 Json parse_json(const std::string& text, const Json& fallback) {
   if (text.empty()) return fallback;
+  if (text == "{}") return Json::object();  // the common metadata, without a parse
   try {
     return Json::parse(text);
   } catch (const Json::exception& e) {

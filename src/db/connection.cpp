@@ -33,25 +33,27 @@ Connection::~Connection() {
   }
 }
 
-soci::statement& Connection::prepared(const Sql& sql) {
+Prepared& Connection::prepared(const Sql& sql) {
   auto it = statements_.find(&sql);
-  if (it != statements_.end()) return *it->second;
-  auto st = prepare(*session_, sql.text(backend()));
-  return *statements_.emplace(&sql, std::move(st)).first->second;
+  if (it != statements_.end()) return it->second;
+  Prepared p{prepare(*session_, sql.text(backend())), {}, sql.text(backend())};
+  return statements_.emplace(&sql, std::move(p)).first->second;
 }
 
-soci::statement& Connection::prepared(const std::string& text) {
+Prepared& Connection::prepared(const std::string& text) {
   auto it = text_statements_.find(text);
-  if (it == text_statements_.end())
-    it = text_statements_.emplace(text, prepare(*session_, text)).first;
-  return *it->second;
+  if (it != text_statements_.end()) return it->second;
+  Prepared p{prepare(*session_, text), {}, text};
+  return text_statements_.emplace(text, std::move(p)).first->second;
 }
 
 void Connection::execute(const Sql& sql) {
-  soci::statement& st = prepared(sql);
-  st.bind_clean_up();
-  st.define_and_bind();
-  timed(sql.text(backend()), [&] { st.execute(true); });
+  Prepared& p = prepared(sql);
+  if (!p.binding.bound) {
+    p.statement->define_and_bind();
+    p.binding.bound = true;
+  }
+  timed(sql.text(backend()), [&] { p.statement->execute(true); });
 }
 
 void Connection::execute_once(const std::string& text) {

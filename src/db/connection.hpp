@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,6 +31,38 @@ struct Sql {
   }
 };
 
+// The holders a prepared statement is bound to (see Stmt): SOCI keeps
+// pointers into them, so they live as long as the statement.
+struct Binding {
+  // Copies a result holder into its target after each row: `text` for
+  // columns read as text, `number` for integer columns.
+  using Apply = void (*)(void* target, std::string* text, long long number, bool null);
+  struct Slot {
+    char kind;  // 't' text parameter, 'i' integer parameter, 'T' text result, 'I' integer result
+    std::string* text;
+    long long* number;
+    soci::indicator* ind;
+  };
+  struct Fix {
+    Apply apply;
+    void* target;
+    Slot* slot;
+  };
+  std::deque<std::string> texts;
+  std::deque<long long> numbers;
+  std::deque<soci::indicator> inds;
+  std::deque<Slot> slots;  // in the order of the in() / out() calls
+  std::vector<Fix> fixes;  // results, in order
+  bool bound = false;      // define_and_bind() has run
+};
+
+// A statement prepared on a connection, with its binding.
+struct Prepared {
+  std::unique_ptr<soci::statement> statement;
+  Binding binding;
+  std::string text;  // for the statement hook and error messages
+};
+
 // One pooled database session with the statements prepared on it. Prepared
 // statements are kept for the life of the connection and re-bound per call,
 // so no statement is parsed twice.
@@ -46,10 +79,10 @@ class Connection {
   const Options& options() const noexcept { return options_; }
 
   // The statement for `sql`, prepared on first use.
-  soci::statement& prepared(const Sql& sql);
+  Prepared& prepared(const Sql& sql);
   // The same for SQL text built at run time (a listing's filter
   // combination); the number of distinct texts must be bounded.
-  soci::statement& prepared(const std::string& text);
+  Prepared& prepared(const std::string& text);
   // Runs a statement without parameters or results (BEGIN, COMMIT, ...).
   void execute(const Sql& sql);
   // Runs a one-off statement (DDL), not kept prepared.
@@ -90,8 +123,8 @@ class Connection {
   const Dialect& dialect_;
   std::unique_ptr<soci::session> session_;
   const Options& options_;
-  std::unordered_map<const Sql*, std::unique_ptr<soci::statement>> statements_;
-  std::unordered_map<std::string, std::unique_ptr<soci::statement>> text_statements_;
+  std::unordered_map<const Sql*, Prepared> statements_;
+  std::unordered_map<std::string, Prepared> text_statements_;
 };
 
 // A fixed-size pool of connections, opened lazily and replaced when broken.

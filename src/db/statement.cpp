@@ -2,22 +2,17 @@
 // SPDX-License-Identifier: MIT
 #include "db/statement.hpp"
 
+#include <fmt/format.h>
+
 #include <utility>
 
 namespace convstore::detail {
 
-Stmt::Stmt(Connection& c, const Sql& sql)
-    : conn_(c), text_(sql.text(c.backend())), st_(c.prepared(sql)) {
-  st_.bind_clean_up();
-}
+Stmt::Stmt(Connection& c, const Sql& sql) : Stmt(c, c.prepared(sql)) {}
 
-Stmt::Stmt(Connection& c, std::string text)
-    : conn_(c),
-      dynamic_text_(std::move(text)),
-      text_(dynamic_text_.c_str()),
-      st_(c.prepared(dynamic_text_)) {
-  st_.bind_clean_up();
-}
+Stmt::Stmt(Connection& c, const std::string& text) : Stmt(c, c.prepared(text)) {}
+
+Stmt::Stmt(Connection& c, Prepared& p) : conn_(c), prepared_(p), st_(*p.statement), b_(p.binding) {}
 
 Stmt::~Stmt() { drain(); }
 
@@ -31,162 +26,213 @@ void Stmt::drain() noexcept {
   active_ = false;
 }
 
-Stmt& Stmt::in(const std::string& v) {
-  st_.exchange(soci::use(v));
+Binding::Slot& Stmt::slot(char kind) {
+  if (b_.bound) {
+    if (pos_ >= b_.slots.size() || b_.slots[pos_].kind != kind) {
+      throw Error(
+          ErrorCode::internal,
+          fmt::format("statement bound with another sequence of types: {}", prepared_.text));
+    }
+    return b_.slots[pos_++];
+  }
+  Binding::Slot s{kind, nullptr, nullptr, nullptr};
+  b_.inds.push_back(soci::i_ok);
+  s.ind = &b_.inds.back();
+  if (kind == 't' || kind == 'T') {
+    b_.texts.emplace_back();
+    s.text = &b_.texts.back();
+  } else {
+    b_.numbers.push_back(0);
+    s.number = &b_.numbers.back();
+  }
+  switch (kind) {
+    case 't':
+      st_.exchange(soci::use(*s.text, *s.ind));
+      break;
+    case 'i':
+      st_.exchange(soci::use(*s.number, *s.ind));
+      break;
+    case 'T':
+      st_.exchange(soci::into(*s.text, *s.ind));
+      break;
+    default:
+      st_.exchange(soci::into(*s.number, *s.ind));
+      break;
+  }
+  b_.slots.push_back(s);
+  ++pos_;
+  return b_.slots.back();
+}
+
+Stmt& Stmt::in_text(std::string_view v, bool null) {
+  Binding::Slot& s = slot('t');
+  s.text->assign(v.data(), v.size());
+  *s.ind = null ? soci::i_null : soci::i_ok;
   return *this;
 }
 
-Stmt& Stmt::in_text(std::string&& v) {
-  texts_.push_back(std::move(v));
-  st_.exchange(soci::use(texts_.back()));
+Stmt& Stmt::in_int(long long v, bool null) {
+  Binding::Slot& s = slot('i');
+  *s.number = v;
+  *s.ind = null ? soci::i_null : soci::i_ok;
   return *this;
 }
 
-Stmt& Stmt::in(long long v) {
-  ints_.push_back(v);
-  st_.exchange(soci::use(ints_.back()));
-  return *this;
-}
-
-Stmt& Stmt::in(double v) {
-  doubles_.push_back(v);
-  st_.exchange(soci::use(doubles_.back()));
-  return *this;
-}
-
-Stmt& Stmt::in_null() {
-  texts_.emplace_back();
-  inds_.push_back(soci::i_null);
-  st_.exchange(soci::use(texts_.back(), inds_.back()));
+Stmt& Stmt::in(Timestamp t) {
+  Binding::Slot& s = slot('t');
+  *s.text = to_iso8601(t);
+  *s.ind = soci::i_ok;
   return *this;
 }
 
 Stmt& Stmt::out_text(void* target, Apply apply) {
-  texts_.emplace_back();
-  inds_.push_back(soci::i_ok);
-  st_.exchange(soci::into(texts_.back(), inds_.back()));
-  fixes_.push_back(Fix{apply, target, &texts_.back(), &inds_.back()});
+  Binding::Slot& s = slot('T');
+  if (b_.bound) {
+    b_.fixes[fix_++].target = target;
+  } else {
+    b_.fixes.push_back(Binding::Fix{apply, target, &s});
+    ++fix_;
+  }
+  return *this;
+}
+
+Stmt& Stmt::out_number(void* target, Apply apply) {
+  Binding::Slot& s = slot('I');
+  if (b_.bound) {
+    b_.fixes[fix_++].target = target;
+  } else {
+    b_.fixes.push_back(Binding::Fix{apply, target, &s});
+    ++fix_;
+  }
   return *this;
 }
 
 Stmt& Stmt::out(std::string& v) {
-  return out_text(
-      &v, [](void* t, std::string& s, bool) { *static_cast<std::string*>(t) = std::move(s); });
+  return out_text(&v, [](void* t, std::string* s, long long, bool) {
+    *static_cast<std::string*>(t) = std::move(*s);
+  });
 }
 
-namespace {
-// Numbers are read as text where they may be NULL or boolean, and converted
-// here: that works the same for SQLite integers and PostgreSQL int8/bool.
-long long to_ll(const std::string& s) { return std::stoll(s); }
-}  // namespace
-
 Stmt& Stmt::out(long long& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
-    *static_cast<long long*>(t) = null ? 0 : to_ll(s);
+  return out_number(&v, [](void* t, std::string*, long long n, bool null) {
+    *static_cast<long long*>(t) = null ? 0 : n;
   });
 }
 
 Stmt& Stmt::out(long& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
-    *static_cast<long*>(t) = null ? 0 : static_cast<long>(to_ll(s));
+  return out_number(&v, [](void* t, std::string*, long long n, bool null) {
+    *static_cast<long*>(t) = null ? 0 : static_cast<long>(n);
   });
 }
 
 Stmt& Stmt::out(int& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
-    *static_cast<int*>(t) = null ? 0 : static_cast<int>(to_ll(s));
+  return out_number(&v, [](void* t, std::string*, long long n, bool null) {
+    *static_cast<int*>(t) = null ? 0 : static_cast<int>(n);
   });
 }
 
+// Booleans are read as text: SQLite stores 0/1, PostgreSQL sends t/f.
 Stmt& Stmt::out(bool& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
-    *static_cast<bool*>(t) = !null && (s == "1" || s == "t" || s == "true");
-  });
-}
-
-Stmt& Stmt::out(double& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
-    *static_cast<double*>(t) = null ? 0.0 : std::stod(s);
+  return out_text(&v, [](void* t, std::string* s, long long, bool null) {
+    *static_cast<bool*>(t) = !null && (*s == "1" || *s == "t" || *s == "true");
   });
 }
 
 Stmt& Stmt::out(Timestamp& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
-    *static_cast<Timestamp*>(t) = null ? Timestamp{} : parse_timestamp(s);
+  return out_text(&v, [](void* t, std::string* s, long long, bool null) {
+    *static_cast<Timestamp*>(t) = null ? Timestamp{} : parse_timestamp(*s);
   });
 }
 
 Stmt& Stmt::out(Json& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
-    *static_cast<Json*>(t) = null ? Json(nullptr) : parse_json(s);
+  return out_text(&v, [](void* t, std::string* s, long long, bool null) {
+    *static_cast<Json*>(t) = null ? Json(nullptr) : parse_json(*s);
   });
 }
 
 Stmt& Stmt::out(std::optional<std::string>& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
+  return out_text(&v, [](void* t, std::string* s, long long, bool null) {
     auto& o = *static_cast<std::optional<std::string>*>(t);
     if (null) {
       o.reset();
     } else {
-      o = std::move(s);
+      o = std::move(*s);
     }
   });
 }
 
 Stmt& Stmt::out(std::optional<long long>& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
+  return out_number(&v, [](void* t, std::string*, long long n, bool null) {
     auto& o = *static_cast<std::optional<long long>*>(t);
     if (null) {
       o.reset();
     } else {
-      o = to_ll(s);
+      o = n;
     }
   });
 }
 
 Stmt& Stmt::out(std::optional<long>& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
+  return out_number(&v, [](void* t, std::string*, long long n, bool null) {
     auto& o = *static_cast<std::optional<long>*>(t);
     if (null) {
       o.reset();
     } else {
-      o = static_cast<long>(to_ll(s));
+      o = static_cast<long>(n);
     }
   });
 }
 
 Stmt& Stmt::out(std::optional<Timestamp>& v) {
-  return out_text(&v, [](void* t, std::string& s, bool null) {
+  return out_text(&v, [](void* t, std::string* s, long long, bool null) {
     auto& o = *static_cast<std::optional<Timestamp>*>(t);
     if (null) {
       o.reset();
     } else {
-      o = parse_timestamp(s);
+      o = parse_timestamp(*s);
     }
   });
 }
 
 void Stmt::apply_fixes() {
-  for (auto& f : fixes_) f.apply(f.target, *f.text, *f.ind == soci::i_null);
+  for (std::size_t i = 0; i < fix_; ++i) {
+    const Binding::Fix& f = b_.fixes[i];
+    f.apply(f.target, f.slot->text, f.slot->number != nullptr ? *f.slot->number : 0,
+            *f.slot->ind == soci::i_null);
+  }
 }
 
 bool Stmt::execute_first() {
-  if (!bound_) {
+  if (!b_.bound) {
     st_.define_and_bind();
-    bound_ = true;
+    b_.bound = true;
+  } else if (pos_ != b_.slots.size()) {
+    throw Error(ErrorCode::internal, fmt::format("statement bound with {} values, then {}: {}",
+                                                 b_.slots.size(), pos_, prepared_.text));
   }
   started_ = true;
-  bool got = conn_.timed(text_, [&] { return st_.execute(true); });
-  active_ = got;
-  if (got) apply_fixes();
-  return got;
+  try {
+    bool got = conn_.timed(prepared_.text, [&] { return st_.execute(true); });
+    active_ = got;
+    if (got) apply_fixes();
+    return got;
+  } catch (...) {
+    unbind();
+    throw;
+  }
 }
 
-bool Stmt::fetch_more() {
-  bool got = st_.fetch();
-  active_ = got;
-  if (got) apply_fixes();
-  return got;
+void Stmt::unbind() noexcept {
+  // SOCI's PostgreSQL backend frees a parameter's buffer only after a
+  // successful execution and sends a NULL parameter by leaving the buffer
+  // untouched: after a failure the stale value would go out again. Binding
+  // anew the next time starts from clean buffers.
+  try {
+    st_.bind_clean_up();
+  } catch (...) {
+  }
+  b_ = Binding{};
+  active_ = false;
 }
 
 bool Stmt::one() {
@@ -194,14 +240,30 @@ bool Stmt::one() {
   if (got) {
     // Reset the statement (SQLite keeps it active after the first row).
     // A second row would only overwrite the holders, never the targets.
-    while (st_.fetch()) {
+    try {
+      while (st_.fetch()) {
+      }
+    } catch (...) {
+      unbind();
+      throw;
     }
     active_ = false;
   }
   return got;
 }
 
-bool Stmt::next() { return started_ ? (active_ && fetch_more()) : execute_first(); }
+bool Stmt::next() {
+  if (!started_) return execute_first();
+  if (!active_) return false;
+  try {
+    active_ = st_.fetch();
+  } catch (...) {
+    unbind();
+    throw;
+  }
+  if (active_) apply_fixes();
+  return active_;
+}
 
 long long Stmt::affected() { return st_.get_affected_rows(); }
 

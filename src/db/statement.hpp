@@ -23,41 +23,50 @@ namespace convstore::detail {
 // timestamps travel as ISO 8601 text, JSON as text, booleans as 0/1 (read
 // back from "1"/"t"), enums as their names.
 //
+// The first execution of a statement on a connection binds SOCI to holders
+// kept with the statement (Binding); later executions only copy the new
+// values into those holders and point the results at the new targets, so a
+// hot statement costs no SOCI set-up per call. Every call site therefore
+// binds a given statement with the same sequence of parameter and result
+// types (an optional binds its value type, with a NULL indicator).
+//
 // The statement is always left reset (drained), so SQLite never keeps a read
 // snapshot or a write lock open behind the caller's back.
 class Stmt {
  public:
   Stmt(Connection& c, const Sql& sql);
   // A statement whose text is built at run time (kept prepared by text).
-  Stmt(Connection& c, std::string text);
+  Stmt(Connection& c, const std::string& text);
   ~Stmt();
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
 
   // ---- parameters ----
-  Stmt& in(const std::string& v);  // bound by reference: keep `v` alive until run
-  Stmt& in(std::string&& v) { return in_text(std::move(v)); }
-  Stmt& in(std::string_view v) { return in_text(std::string(v)); }
-  Stmt& in(const char* v) { return in_text(std::string(v)); }
-  Stmt& in(long long v);
-  Stmt& in(long v) { return in(static_cast<long long>(v)); }
-  Stmt& in(int v) { return in(static_cast<long long>(v)); }
-  Stmt& in(std::size_t v) { return in(static_cast<long long>(v)); }
-  Stmt& in(bool v) { return in(static_cast<long long>(v ? 1 : 0)); }
-  Stmt& in(double v);
-  Stmt& in(Timestamp t) { return in_text(to_iso8601(t)); }
-  Stmt& in(const Json& j) { return in_text(j.dump()); }
+  Stmt& in(const std::string& v) { return in_text(v, false); }
+  Stmt& in(std::string_view v) { return in_text(v, false); }
+  Stmt& in(const char* v) { return in_text(v, false); }
+  Stmt& in(long long v) { return in_int(v, false); }
+  Stmt& in(long v) { return in_int(v, false); }
+  Stmt& in(int v) { return in_int(v, false); }
+  Stmt& in(std::size_t v) { return in_int(static_cast<long long>(v), false); }
+  Stmt& in(bool v) { return in_int(v ? 1 : 0, false); }
+  Stmt& in(Timestamp t);
+  Stmt& in(const Json& j) { return in_text(j.dump(), false); }
   template <class E, class = std::enable_if_t<std::is_enum_v<E>>>
   Stmt& in(E e) {
-    return in_text(std::string(to_string(e)));
+    return in_text(to_string(e), false);
   }
   template <class T>
   Stmt& in(const std::optional<T>& v) {
     if (v) return in(*v);
-    return in_null();
+    if constexpr (std::is_integral_v<T>) {
+      return in_int(0, true);
+    } else {
+      return in_text(std::string_view(), true);
+    }
   }
-  // A NULL parameter (typed as text; PostgreSQL infers the column's type).
-  Stmt& in_null();
+  // A NULL text parameter (PostgreSQL infers the column's type).
+  Stmt& in_null() { return in_text(std::string_view(), true); }
 
   // ---- results ----
   Stmt& out(std::string& v);
@@ -65,12 +74,12 @@ class Stmt {
   Stmt& out(long& v);
   Stmt& out(int& v);
   Stmt& out(bool& v);
-  Stmt& out(double& v);
   Stmt& out(Timestamp& v);
   Stmt& out(Json& v);
   template <class E, class = std::enable_if_t<std::is_enum_v<E>>>
   Stmt& out(E& e) {
-    return out_text(&e, [](void* t, std::string& s, bool) { parse_enum(s, *static_cast<E*>(t)); });
+    return out_text(
+        &e, [](void* t, std::string* s, long long, bool) { parse_enum(*s, *static_cast<E*>(t)); });
   }
   Stmt& out(std::optional<std::string>& v);
   Stmt& out(std::optional<long long>& v);
@@ -88,32 +97,28 @@ class Stmt {
   long long affected();
 
  private:
-  using Apply = void (*)(void* target, std::string& text, bool null);
-  struct Fix {
-    Apply apply;
-    void* target;
-    std::string* text;
-    soci::indicator* ind;
-  };
-  Stmt& in_text(std::string&& v);
+  using Apply = Binding::Apply;
+  Stmt(Connection& c, Prepared& p);
+  Stmt& in_text(std::string_view v, bool null);
+  Stmt& in_int(long long v, bool null);
   Stmt& out_text(void* target, Apply apply);
+  Stmt& out_number(void* target, Apply apply);
+  // The holder for the next bind of kind `kind`: created (and bound in SOCI)
+  // on the statement's first execution, reused afterwards.
+  Binding::Slot& slot(char kind);
   bool execute_first();
-  bool fetch_more();
   void apply_fixes();
   void drain() noexcept;
+  void unbind() noexcept;
 
   Connection& conn_;
-  std::string dynamic_text_;
-  const char* text_;
+  Prepared& prepared_;
   soci::statement& st_;
-  bool bound_ = false;
+  Binding& b_;
+  std::size_t pos_ = 0;  // next slot
+  std::size_t fix_ = 0;  // next result fix
   bool active_ = false;  // a fetch returned a row; the statement may hold more
   bool started_ = false;
-  std::deque<std::string> texts_;
-  std::deque<long long> ints_;
-  std::deque<double> doubles_;
-  std::deque<soci::indicator> inds_;
-  std::vector<Fix> fixes_;
 };
 
 }  // namespace convstore::detail
