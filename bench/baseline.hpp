@@ -6,26 +6,37 @@
 // libpq, the way a careful engineer would (statements prepared once, the
 // same durability, one round trip where one suffices), against the same
 // schema (the database is created by convstore first).
+//
+// "The same work" includes what an application needs from a message: the
+// metadata is serialized from / parsed into JSON (nlohmann, as convstore
+// does) and the times are parsed, so the ratio is the cost of convstore's
+// layers (SOCI, pooling, validation), not of decoding.
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include <convstore/types.hpp>
+
 namespace bench {
 
-// A message row as a raw client would hand it on: every column copied out.
+// A message row as a raw client would hand it on: every column copied out,
+// JSON and times decoded.
 struct RawMessage {
   long long id = 0, conversation_id = 0, token_count = 0;
-  std::string role, kind, content, agent, model, tool_name, tool_args, tool_call_id,
-      platform_message_id, reply_to_platform_id, client_key, complete, metadata, created_at,
-      updated_at;
+  std::string role, kind, content, agent, model, tool_name, tool_call_id, platform_message_id,
+      reply_to_platform_id, client_key, complete;
+  convstore::Json tool_args, metadata;
+  convstore::Timestamp created_at, updated_at;
 };
 
 struct RawConversation {
   long long id = 0, user_id = 0, message_count = 0, version = 0;
   std::string key, channel, chat_id, agent, kind, title, active_agent, status, model_override,
-      external_ref, last_message_at, metadata, created_at, updated_at;
+      external_ref;
+  convstore::Json metadata;
+  convstore::Timestamp last_message_at, created_at, updated_at;
 };
 
 class Baseline {
@@ -33,9 +44,11 @@ class Baseline {
   virtual ~Baseline() = default;
   // One committed transaction: the message, and the conversation's count,
   // version and last-message time.
-  virtual long long append(long long conversation, const std::string& content) = 0;
+  virtual long long append(long long conversation, const std::string& content,
+                           const convstore::Json& metadata) = 0;
   // One committed transaction for all of `contents`.
-  virtual void append_batch(long long conversation, const std::vector<std::string>& contents) = 0;
+  virtual void append_batch(long long conversation, const std::vector<std::string>& contents,
+                            const convstore::Json& metadata) = 0;
   // The newest n messages, oldest first.
   virtual std::vector<RawMessage> recent(long long conversation, int n) = 0;
   // A page of a user's conversations, newest update first; `after_*` empty

@@ -28,6 +28,12 @@ std::string col(PGresult* r, int row, int i) {
              : std::string(PQgetvalue(r, row, i), static_cast<std::size_t>(PQgetlength(r, row, i)));
 }
 
+convstore::Json json(PGresult* r, int row, int i) {
+  if (PQgetisnull(r, row, i)) return nullptr;
+  const char* p = PQgetvalue(r, row, i);
+  return convstore::Json::parse(p, p + PQgetlength(r, row, i));
+}
+
 long long num(PGresult* r, int row, int i) {
   return PQgetisnull(r, row, i) ? 0 : std::stoll(PQgetvalue(r, row, i));
 }
@@ -75,22 +81,27 @@ class PostgresqlBaseline final : public Baseline {
   }
   ~PostgresqlBaseline() override { PQfinish(c_); }
 
-  long long append(long long conversation, const std::string& content) override {
-    std::string id = std::to_string(conversation), t = now_text();
-    const char* params[] = {id.c_str(), content.c_str(), t.c_str(), kMetadata};
+  long long append(long long conversation, const std::string& content,
+                   const convstore::Json& metadata) override {
+    std::string id = std::to_string(conversation), t = now_text(), md = metadata.dump();
+    const char* params[] = {id.c_str(), content.c_str(), t.c_str(), md.c_str()};
     Result r(PQexecPrepared(c_, "append", 4, params, nullptr, nullptr, 0));
     check(r.get(), PGRES_TUPLES_OK);
     return num(r.get(), 0, 0);
   }
 
-  void append_batch(long long conversation, const std::vector<std::string>& contents) override {
+  void append_batch(long long conversation, const std::vector<std::string>& contents,
+                    const convstore::Json& metadata) override {
     if (contents.size() != 100) throw std::runtime_error("the baseline batch is 100 messages");
     std::string id = std::to_string(conversation), t = now_text(), n = "100";
     std::vector<const char*> params;
+    std::vector<std::string> md;
+    md.reserve(contents.size());
     for (const auto& c : contents) {
+      md.push_back(metadata.dump());
       params.push_back(id.c_str());
       params.push_back(c.c_str());
-      params.push_back(kMetadata);
+      params.push_back(md.back().c_str());
     }
     params.push_back(t.c_str());
     exec("BEGIN");
@@ -119,15 +130,15 @@ class PostgresqlBaseline final : public Baseline {
       m.model = col(r, i, 6);
       m.token_count = num(r, i, 7);
       m.tool_name = col(r, i, 8);
-      m.tool_args = col(r, i, 9);
+      m.tool_args = json(r, i, 9);
       m.tool_call_id = col(r, i, 10);
       m.platform_message_id = col(r, i, 11);
       m.reply_to_platform_id = col(r, i, 12);
       m.client_key = col(r, i, 13);
       m.complete = col(r, i, 14);
-      m.metadata = col(r, i, 15);
-      m.created_at = col(r, i, 16);
-      m.updated_at = col(r, i, 17);
+      m.metadata = json(r, i, 15);
+      m.created_at = convstore::parse_timestamp(col(r, i, 16));
+      m.updated_at = convstore::parse_timestamp(col(r, i, 17));
       out.push_back(std::move(m));
     }
     std::reverse(out.begin(), out.end());
@@ -161,10 +172,11 @@ class PostgresqlBaseline final : public Baseline {
       c.external_ref = col(r, i, 11);
       c.message_count = num(r, i, 12);
       c.version = num(r, i, 13);
-      c.last_message_at = col(r, i, 14);
-      c.metadata = col(r, i, 15);
-      c.created_at = col(r, i, 16);
-      c.updated_at = col(r, i, 17);
+      c.last_message_at = PQgetisnull(r, i, 14) ? convstore::Timestamp{}
+                                                : convstore::parse_timestamp(col(r, i, 14));
+      c.metadata = json(r, i, 15);
+      c.created_at = convstore::parse_timestamp(col(r, i, 16));
+      c.updated_at = convstore::parse_timestamp(col(r, i, 17));
       out.push_back(std::move(c));
     }
     return out;

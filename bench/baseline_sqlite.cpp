@@ -19,6 +19,17 @@ std::string col(sqlite3_stmt* st, int i) {
                       : std::string();
 }
 
+convstore::Json json(sqlite3_stmt* st, int i) {
+  if (sqlite3_column_type(st, i) == SQLITE_NULL) return nullptr;
+  auto* p = reinterpret_cast<const char*>(sqlite3_column_text(st, i));
+  return convstore::Json::parse(p, p + sqlite3_column_bytes(st, i));
+}
+
+convstore::Timestamp time_or_zero(sqlite3_stmt* st, int i) {
+  if (sqlite3_column_type(st, i) == SQLITE_NULL) return {};
+  return convstore::parse_timestamp(col(st, i));
+}
+
 class SqliteBaseline final : public Baseline {
  public:
   SqliteBaseline(const std::string& path, bool full_sync) {
@@ -55,19 +66,21 @@ class SqliteBaseline final : public Baseline {
     sqlite3_close(db_);
   }
 
-  long long append(long long conversation, const std::string& content) override {
-    std::string t = now_text();
+  long long append(long long conversation, const std::string& content,
+                   const convstore::Json& metadata) override {
+    std::string t = now_text(), md = metadata.dump();
     step(begin_);
-    long long id = insert(conversation, content, t);
+    long long id = insert(conversation, content, md, t);
     count(conversation, 1, t);
     step(commit_);
     return id;
   }
 
-  void append_batch(long long conversation, const std::vector<std::string>& contents) override {
+  void append_batch(long long conversation, const std::vector<std::string>& contents,
+                    const convstore::Json& metadata) override {
     std::string t = now_text();
     step(begin_);
-    for (const auto& c : contents) insert(conversation, c, t);
+    for (const auto& c : contents) insert(conversation, c, metadata.dump(), t);
     count(conversation, static_cast<long long>(contents.size()), t);
     step(commit_);
   }
@@ -87,15 +100,15 @@ class SqliteBaseline final : public Baseline {
       m.model = col(recent_, 6);
       m.token_count = sqlite3_column_int64(recent_, 7);
       m.tool_name = col(recent_, 8);
-      m.tool_args = col(recent_, 9);
+      m.tool_args = json(recent_, 9);
       m.tool_call_id = col(recent_, 10);
       m.platform_message_id = col(recent_, 11);
       m.reply_to_platform_id = col(recent_, 12);
       m.client_key = col(recent_, 13);
       m.complete = col(recent_, 14);
-      m.metadata = col(recent_, 15);
-      m.created_at = col(recent_, 16);
-      m.updated_at = col(recent_, 17);
+      m.metadata = json(recent_, 15);
+      m.created_at = convstore::parse_timestamp(col(recent_, 16));
+      m.updated_at = convstore::parse_timestamp(col(recent_, 17));
       out.push_back(std::move(m));
     }
     sqlite3_reset(recent_);
@@ -130,10 +143,10 @@ class SqliteBaseline final : public Baseline {
       c.external_ref = col(st, 11);
       c.message_count = sqlite3_column_int64(st, 12);
       c.version = sqlite3_column_int64(st, 13);
-      c.last_message_at = col(st, 14);
-      c.metadata = col(st, 15);
-      c.created_at = col(st, 16);
-      c.updated_at = col(st, 17);
+      c.last_message_at = time_or_zero(st, 14);
+      c.metadata = json(st, 15);
+      c.created_at = convstore::parse_timestamp(col(st, 16));
+      c.updated_at = convstore::parse_timestamp(col(st, 17));
       out.push_back(std::move(c));
     }
     sqlite3_reset(st);
@@ -158,10 +171,11 @@ class SqliteBaseline final : public Baseline {
     sqlite3_reset(st);
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) throw std::runtime_error(sqlite3_errmsg(db_));
   }
-  long long insert(long long conversation, const std::string& content, const std::string& t) {
+  long long insert(long long conversation, const std::string& content, const std::string& md,
+                   const std::string& t) {
     sqlite3_bind_int64(insert_, 1, conversation);
     sqlite3_bind_text(insert_, 2, content.data(), static_cast<int>(content.size()), SQLITE_STATIC);
-    sqlite3_bind_text(insert_, 3, kMetadata, -1, SQLITE_STATIC);
+    sqlite3_bind_text(insert_, 3, md.c_str(), static_cast<int>(md.size()), SQLITE_STATIC);
     sqlite3_bind_text(insert_, 4, t.c_str(), -1, SQLITE_STATIC);
     sqlite3_bind_text(insert_, 5, t.c_str(), -1, SQLITE_STATIC);
     step(insert_);

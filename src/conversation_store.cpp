@@ -167,7 +167,7 @@ EncodedMessage encode(const NewMessage& m) {
 }
 
 void bind_message(Stmt& s, ConversationId id, const NewMessage& m, const EncodedMessage& e,
-                  Timestamp t) {
+                  const std::string& t) {
   s.in(id).in(m.role).in(m.kind).in(m.content).in(m.agent).in(m.model).in(m.token_count);
   s.in(m.tool_name);
   if (e.has_tool_args) {
@@ -289,35 +289,73 @@ std::optional<Message> find_by_client_key(Connection& c, ConversationId id,
   return fetch_one<Message>(s);
 }
 
-MessageId insert_message(Connection& c, ConversationId id, const NewMessage& m,
-                         const EncodedMessage& e, Timestamp t) {
-  // SQLite: the rowid of the connection's last insert, which costs less than
-  // RETURNING (SQLite buffers RETURNING rows in a temporary table).
-  static const Sql q{"INSERT INTO messages (" CS_MSG_INSERT_COLS
-                     ") VALUES (:c, :r, :k, :content, :agent, :model, :tc, :tn, :ta, :tci, "
-                     ":pid, :rpid, :ck, :done, :md, :t1, :t2)",
-                     "INSERT INTO messages (" CS_MSG_INSERT_COLS
-                     ") VALUES (:c, :r, :k, :content, :agent, :model, :tc, :tn, :ta, :tci, "
-                     ":pid, :rpid, :ck, :done, :md, :t1, :t2) RETURNING id"};
-  long long mid = 0;
-  Stmt s(c, q);
-  bind_message(s, id, m, e, t);
-  if (c.backend() == Backend::postgresql) {
-    s.out(mid);
-    s.one();
-  } else {
-    s.one();
-    c.session().get_last_insert_id("messages", mid);
+// The INSERT of `rows` messages in one statement (multi-row VALUES).
+// PostgreSQL returns the ids; SQLite's are consecutive under the write lock
+// and end at the connection's last rowid, which costs less than RETURNING
+// (SQLite buffers RETURNING rows in a temporary table).
+const std::string& insert_text(Backend backend, std::size_t rows) {
+  static const auto build = [](Backend b, std::size_t n) {
+    std::string sql = "INSERT INTO messages (" CS_MSG_INSERT_COLS ") VALUES ";
+    for (std::size_t i = 0; i < n; ++i) {
+      sql += i == 0 ? "(" : ", (";
+      for (int p = 0; p < 17; ++p) sql += fmt::format("{}:p{}_{}", p == 0 ? "" : ", ", i, p);
+      sql += ")";
+    }
+    if (b == Backend::postgresql) sql += " RETURNING id";
+    return sql;
+  };
+  // The chunk sizes a batch is cut into; each text is prepared once per
+  // connection.
+  static const std::string texts[2][4] = {
+      {build(Backend::sqlite, 1), build(Backend::sqlite, 4), build(Backend::sqlite, 16),
+       build(Backend::sqlite, 64)},
+      {build(Backend::postgresql, 1), build(Backend::postgresql, 4), build(Backend::postgresql, 16),
+       build(Backend::postgresql, 64)}};
+  std::size_t i = rows == 1 ? 0 : rows == 4 ? 1 : rows == 16 ? 2 : 3;
+  return texts[backend == Backend::postgresql ? 1 : 0][i];
+}
+
+// Inserts messages [0, n) with as few statements as the chunk sizes allow;
+// returns their ids in order.
+std::vector<MessageId> insert_messages(Connection& c, ConversationId id, const NewMessage* ms,
+                                       const EncodedMessage* es, std::size_t n, Timestamp t) {
+  const std::string ts = to_iso8601(t);
+  std::vector<MessageId> ids;
+  ids.reserve(n);
+  std::size_t done = 0;
+  while (done < n) {
+    std::size_t left = n - done;
+    std::size_t chunk = left >= 64 ? 64 : left >= 16 ? 16 : left >= 4 ? 4 : 1;
+    Stmt s(c, insert_text(c.backend(), chunk));
+    for (std::size_t i = done; i < done + chunk; ++i) bind_message(s, id, ms[i], es[i], ts);
+    if (c.backend() == Backend::postgresql) {
+      long long mid = 0;
+      s.out(mid);
+      auto first = ids.size();
+      while (s.next()) ids.push_back(mid);
+      // The ids were drawn in VALUES order.
+      std::sort(ids.begin() + static_cast<std::ptrdiff_t>(first), ids.end());
+    } else {
+      s.one();
+      long long last = 0;
+      c.session().get_last_insert_id("messages", last);
+      for (std::size_t i = 0; i < chunk; ++i) {
+        ids.push_back(last - static_cast<long long>(chunk - 1 - i));
+      }
+    }
+    done += chunk;
   }
-  return mid;
+  return ids;
 }
 
 // PostgreSQL: a whole batch as one statement, atomic on its own (one round
-// trip instead of one a message): the UPDATE locks the conversation and moves
-// its count, the rows travel as one JSON array that the server unpacks.
-// Returns no ids when the conversation does not exist.
-std::vector<MessageId> insert_batch(Connection& c, ConversationId id,
-                                    const std::vector<NewMessage>& messages, Timestamp t) {
+// trip instead of one a chunk, plus BEGIN / lock / count / COMMIT): the
+// UPDATE locks the conversation and moves its count, the rows travel as one
+// JSON array that the server unpacks. Returns no ids when the conversation
+// does not exist.
+std::vector<MessageId> insert_batch_json(Connection& c, ConversationId id,
+                                         const std::vector<NewMessage>& messages,
+                                         const std::vector<EncodedMessage>& encoded, Timestamp t) {
   static const Sql q{
       "",
       "WITH c AS (UPDATE conversations SET message_count = message_count + :n, "
@@ -327,36 +365,53 @@ std::vector<MessageId> insert_batch(Connection& c, ConversationId id,
       ") SELECT c.id, r.role, r.kind, r.content, r.agent, r.model, r.token_count, r.tool_name, "
       "r.tool_args, r.tool_call_id, r.platform_message_id, r.reply_to_platform_id, NULL, "
       "r.complete, r.metadata, :t1::timestamptz, :t2::timestamptz "
-      "FROM c, ROWS FROM (jsonb_to_recordset(:rows::jsonb) AS (role text, kind text, "
+      "FROM c, ROWS FROM (json_to_recordset(:rows::json) AS (role text, kind text, "
       "content text, agent text, model text, token_count bigint, tool_name text, "
       "tool_args jsonb, tool_call_id text, platform_message_id text, "
       "reply_to_platform_id text, complete boolean, metadata jsonb)) WITH ORDINALITY "
       "AS r(role, kind, content, agent, model, token_count, tool_name, tool_args, "
       "tool_call_id, platform_message_id, reply_to_platform_id, complete, metadata, ord) "
       "ORDER BY r.ord RETURNING id"};
-  Json rows = Json::array();
+  // The array is written directly (absent keys are NULL columns); strings go
+  // through nlohmann's serializer for escaping, the JSON fields are the text
+  // already produced by encode().
+  std::string rows = "[";
+  auto field = [&rows](const char* key, const std::optional<std::string>& v) {
+    if (!v) return;
+    rows += ",\"";
+    rows += key;
+    rows += "\":";
+    rows += Json(*v).dump();
+  };
   for (std::size_t i = 0; i < messages.size(); ++i) {
     const NewMessage& m = messages[i];
-    auto opt = [](const std::optional<std::string>& v) { return v ? Json(*v) : Json(nullptr); };
-    rows.push_back({{"role", to_string(m.role)},
-                    {"kind", to_string(m.kind)},
-                    {"content", m.content},
-                    {"agent", opt(m.agent)},
-                    {"model", opt(m.model)},
-                    {"token_count", m.token_count ? Json(*m.token_count) : Json(nullptr)},
-                    {"tool_name", opt(m.tool_name)},
-                    {"tool_args", m.tool_args},
-                    {"tool_call_id", opt(m.tool_call_id)},
-                    {"platform_message_id", opt(m.platform_message_id)},
-                    {"reply_to_platform_id", opt(m.reply_to_platform_id)},
-                    {"complete", m.complete},
-                    {"metadata", m.metadata.is_null() ? Json::object() : m.metadata}});
+    rows += i == 0 ? "{\"role\":\"" : ",{\"role\":\"";
+    rows += to_string(m.role);
+    rows += "\",\"kind\":\"";
+    rows += to_string(m.kind);
+    rows += "\",\"content\":";
+    rows += Json(m.content).dump();
+    rows += m.complete ? ",\"complete\":true,\"metadata\":" : ",\"complete\":false,\"metadata\":";
+    rows += encoded[i].metadata;
+    if (encoded[i].has_tool_args) {
+      rows += ",\"tool_args\":";
+      rows += encoded[i].tool_args;
+    }
+    if (m.token_count) rows += fmt::format(",\"token_count\":{}", *m.token_count);
+    field("agent", m.agent);
+    field("model", m.model);
+    field("tool_name", m.tool_name);
+    field("tool_call_id", m.tool_call_id);
+    field("platform_message_id", m.platform_message_id);
+    field("reply_to_platform_id", m.reply_to_platform_id);
+    rows += '}';
   }
+  rows += ']';
   std::vector<MessageId> ids;
   ids.reserve(messages.size());
   long long mid = 0;
   Stmt s(c, q);
-  s.in(messages.size()).in(t).in(t).in(id).in(t).in(t).in(rows.dump()).out(mid);
+  s.in(messages.size()).in(t).in(t).in(id).in(t).in(t).in(rows).out(mid);
   while (s.next()) ids.push_back(mid);
   // The ids were drawn in ORDER BY order under the conversation's lock.
   std::sort(ids.begin(), ids.end());
@@ -388,7 +443,7 @@ Message append_locked(Connection& c, ConversationId id, const NewMessage& m,
                             conv.version, *opts.expected_version));
   }
   Timestamp t = now();
-  MessageId mid = insert_message(c, id, m, e, t);
+  MessageId mid = insert_messages(c, id, &m, &e, 1, t).front();
   count_messages(c, id, 1, t);
   return stored_message(mid, id, m, t);
 }
@@ -519,6 +574,8 @@ std::optional<User> ConversationStore::get_user(UserId id) {
 
 std::optional<User> ConversationStore::find_user(std::string_view channel,
                                                  std::string_view external_id) {
+  check_text(channel, "user channel");
+  check_text(external_id, "user external id");
   static const Sql q{"SELECT " CS_USER_COLS
                      " FROM users WHERE channel = :ch AND external_id = :ext"};
   return impl_->read(Op{"find user"}, [&](Connection& c) {
@@ -562,6 +619,7 @@ ChannelConfig ConversationStore::set_channel_config(std::string_view channel,
 }
 
 std::optional<ChannelConfig> ConversationStore::channel_config(std::string_view channel) {
+  check_text(channel, "channel name");
   static const Sql q{"SELECT " CS_CHANNEL_COLS " FROM channel_configs WHERE channel = :ch"};
   return impl_->read(Op{"get channel config"}, [&](Connection& c) {
     Stmt s(c, q);
@@ -639,6 +697,7 @@ std::optional<Conversation> ConversationStore::get(ConversationId id) {
 }
 
 std::optional<Conversation> ConversationStore::find(std::string_view key) {
+  check_text(key, "conversation key");
   return impl_->read(Op{"find conversation"}, [&](Connection& c) {
     Stmt s(c, kFindConversation);
     s.in(key);
@@ -647,6 +706,7 @@ std::optional<Conversation> ConversationStore::find(std::string_view key) {
 }
 
 Conversation ConversationStore::get_or_create(std::string_view key, const NewConversation& init) {
+  if (key.empty()) throw Error(ErrorCode::invalid_argument, "conversation key is empty");
   if (auto found = find(key)) return *found;
   NewConversation n = init;
   n.key = std::string(key);
@@ -695,6 +755,10 @@ Page<Conversation> ConversationStore::list(const ConversationFilter& f) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("page size {} is outside 1..1000", f.limit));
   }
+  check_opt(f.channel, "channel filter");
+  check_opt(f.chat_id, "chat id filter");
+  check_opt(f.agent, "agent filter");
+  check_opt(f.kind, "kind filter");
   std::optional<std::pair<Timestamp, ConversationId>> after;
   if (!f.cursor.empty()) after = parse_cursor(f.cursor);
   // The text depends only on which filters are set (at most 2^8 variants),
@@ -801,7 +865,8 @@ std::vector<Message> ConversationStore::append_batch(ConversationId id,
                            [](const NewMessage& m) { return m.client_key.has_value(); });
   if (impl_->backend() == Backend::postgresql && !keyed && !messages.empty()) {
     Timestamp t = now();
-    auto ids = impl_->single(op, [&](Connection& c) { return insert_batch(c, id, messages, t); });
+    auto ids = impl_->single(
+        op, [&](Connection& c) { return insert_batch_json(c, id, messages, encoded, t); });
     if (ids.empty()) conversation_not_found(id);
     std::vector<Message> out;
     out.reserve(messages.size());
@@ -816,16 +881,26 @@ std::vector<Message> ConversationStore::append_batch(ConversationId id,
     out.reserve(messages.size());
     Timestamp t = now();
     long long added = 0;
-    for (std::size_t i = 0; i < messages.size(); ++i) {
-      const NewMessage& m = messages[i];
-      if (m.client_key) {
-        if (auto existing = find_by_client_key(c, id, *m.client_key)) {
-          out.push_back(std::move(*existing));
-          continue;
-        }
+    if (!keyed) {
+      auto ids = insert_messages(c, id, messages.data(), encoded.data(), messages.size(), t);
+      for (std::size_t i = 0; i < messages.size(); ++i) {
+        out.push_back(stored_message(ids[i], id, messages[i], t));
       }
-      out.push_back(stored_message(insert_message(c, id, m, encoded[i], t), id, m, t));
-      ++added;
+      added = static_cast<long long>(messages.size());
+    } else {
+      // One at a time: a key may repeat one stored earlier, or in this batch.
+      for (std::size_t i = 0; i < messages.size(); ++i) {
+        const NewMessage& m = messages[i];
+        if (m.client_key) {
+          if (auto existing = find_by_client_key(c, id, *m.client_key)) {
+            out.push_back(std::move(*existing));
+            continue;
+          }
+        }
+        MessageId mid = insert_messages(c, id, &m, &encoded[i], 1, t).front();
+        out.push_back(stored_message(mid, id, m, t));
+        ++added;
+      }
     }
     if (added > 0) count_messages(c, id, added, t);
     return out;
@@ -845,6 +920,7 @@ std::vector<Message> ConversationStore::history(ConversationId id, const History
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("history limit {} is outside 1..10000", q.limit));
   }
+  check_opt(q.agent, "agent filter");
   std::string sql = "SELECT " CS_MSG_COLS " FROM messages WHERE conversation_id = :c";
   if (q.before) sql += " AND id < :before";
   if (q.after) sql += " AND id > :after";
@@ -964,6 +1040,9 @@ bool ConversationStore::remove_message(MessageId id) {
 std::optional<ThreadHit> ConversationStore::find_by_platform_id(std::string_view channel,
                                                                 std::string_view chat_id,
                                                                 std::string_view platform_id) {
+  check_text(channel, "channel");
+  check_text(chat_id, "chat id");
+  check_text(platform_id, "platform message id");
   static const Sql q{
       "SELECT m.id, m.conversation_id FROM messages m JOIN conversations c "
       "ON c.id = m.conversation_id WHERE m.platform_message_id = :pid AND c.channel = :ch "

@@ -236,7 +236,8 @@ Json parse_json(const std::string& text, const Json& fallback) {
   if (text.empty()) return fallback;
   if (text == "{}") return Json::object();  // the common metadata, without a parse
   try {
-    return Json::parse(text);
+    // A contiguous-buffer input adapter: faster than the string one.
+    return Json::parse(text.data(), text.data() + text.size());
   } catch (const Json::exception& e) {
     throw Error(ErrorCode::internal, fmt::format("stored JSON does not parse: {}", e.what()));
   }

@@ -68,3 +68,43 @@ TEST_CASE_TEMPLATE("two processes appending to one database: nothing lost, no lo
   all.limit = 1000;
   CHECK(store.conversations().history(c.id, all).size() == 300);
 }
+
+TEST_CASE_TEMPLATE("concurrent batches into different conversations get the right ids", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Options o;
+  o.pool_size = 4;
+  auto store = db.open(o);
+  auto& cs = store.conversations();
+  std::vector<ConversationId> convs;
+  for (int t = 0; t < 4; ++t) convs.push_back(cs.start({}).id);
+  std::vector<std::vector<Message>> results(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 5; ++round) {
+        std::vector<NewMessage> batch;
+        for (int i = 0; i < 70; ++i) {
+          NewMessage m;
+          m.content = std::to_string(t) + "/" + std::to_string(round) + "/" + std::to_string(i);
+          batch.push_back(m);
+        }
+        auto stored = cs.append_batch(convs[static_cast<std::size_t>(t)], batch);
+        auto& mine = results[static_cast<std::size_t>(t)];
+        mine.insert(mine.end(), stored.begin(), stored.end());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) {
+    const auto& mine = results[static_cast<std::size_t>(t)];
+    REQUIRE(mine.size() == 350);
+    for (const auto& m : mine) {
+      auto got = cs.get_message(m.id);
+      REQUIRE(got.has_value());
+      CHECK(got->content == m.content);
+      CHECK(got->conversation_id == convs[static_cast<std::size_t>(t)]);
+    }
+    CHECK(cs.get(convs[static_cast<std::size_t>(t)])->message_count == 350);
+  }
+}

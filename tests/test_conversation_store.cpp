@@ -777,3 +777,96 @@ TEST_CASE_TEMPLATE("timestamps are UTC with microseconds and readable in SQL too
     CHECK(testing::raw_exec(db, "SELECT pg_typeof(metadata)::text FROM conversations") == "jsonb");
   }
 }
+
+TEST_CASE_TEMPLATE("messages: a batch stores every field of every message under its own id", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto c = cs.start({});
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 90; ++i) {  // cut into chunks of 64, 16, 4, 4, 1, 1
+    NewMessage m;
+    m.role = i % 2 == 0 ? Role::tool : Role::assistant;
+    m.kind = i % 2 == 0 ? MessageKind::tool_response : MessageKind::text;
+    m.content = "message \"" + std::to_string(i) + "\"\n\t\\ ✓";
+    if (i % 3 == 0) m.agent = "agent-" + std::to_string(i);
+    if (i % 4 == 0) m.model = "gpt-4o";
+    if (i % 5 == 0) m.token_count = i;
+    if (i % 2 == 0) {
+      m.tool_name = "lookup";
+      m.tool_args = {{"q", i}, {"nested", {{"a", Json::array({1, "two"})}}}};
+      m.tool_call_id = "call-" + std::to_string(i);
+    }
+    if (i % 7 == 0) m.platform_message_id = std::to_string(1000 + i);
+    if (i % 7 == 1) m.reply_to_platform_id = std::to_string(1000 + i - 1);
+    m.complete = i % 11 != 0;
+    m.metadata = {{"i", i}, {"s", "ü"}};
+    batch.push_back(m);
+  }
+  auto stored = cs.append_batch(c.id, batch);
+  REQUIRE(stored.size() == batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto got = cs.get_message(stored[i].id);
+    REQUIRE(got.has_value());
+    const NewMessage& m = batch[i];
+    CHECK(got->content == m.content);
+    CHECK(got->role == m.role);
+    CHECK(got->kind == m.kind);
+    CHECK(got->agent == m.agent);
+    CHECK(got->model == m.model);
+    CHECK(got->token_count == m.token_count);
+    CHECK(got->tool_name == m.tool_name);
+    CHECK(got->tool_args == m.tool_args);
+    CHECK(got->tool_call_id == m.tool_call_id);
+    CHECK(got->platform_message_id == m.platform_message_id);
+    CHECK(got->reply_to_platform_id == m.reply_to_platform_id);
+    CHECK(got->complete == m.complete);
+    CHECK(got->metadata == m.metadata);
+    CHECK(got->created_at == stored[i].created_at);
+  }
+  CHECK(cs.get(c.id)->message_count == 90);
+  CHECK(cs.get(c.id)->last_message_at == stored.back().created_at);
+}
+
+TEST_CASE_TEMPLATE("a call that fails half-way through binding leaves its statement usable", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Options o;
+  o.pool_size = 1;  // the same connection, and so the same prepared statements
+  auto store = db.open(o);
+  auto& cs = store.conversations();
+  auto u = cs.upsert_user({"telegram", "1"});
+  NewConversation n;
+  n.key = "abc";
+  auto c = cs.start(n);
+  for (int i = 0; i < 3; ++i) {
+    CHECK_ERROR_CODE(cs.find_user("telegram", std::string("1\0x", 3)), ErrorCode::invalid_argument);
+    CHECK_ERROR_CODE(cs.find(std::string("abc\0zzz", 7)), ErrorCode::invalid_argument);
+    CHECK_ERROR_CODE(cs.get_or_create(std::string("abc\0zzz", 7)), ErrorCode::invalid_argument);
+    CHECK_ERROR_CODE(cs.find_user("telegram", "\xff"), ErrorCode::invalid_argument);
+    CHECK(cs.find_user("telegram", "1")->id == u.id);
+    CHECK(cs.find("abc")->id == c.id);
+    CHECK(cs.get(c.id).has_value());
+  }
+  CHECK(store.stats().conversations == 1);
+}
+
+TEST_CASE("sqlite: a stored row that does not decode fails the call and holds no lock") {
+  testing::TestDb db("sqlite");
+  Options o;
+  o.pool_size = 1;
+  auto store = db.open(o);
+  auto& cs = store.conversations();
+  auto c = cs.start({});
+  auto m = cs.append(c.id, text("hello"));
+  testing::raw_exec(db,
+                    "UPDATE messages SET tool_args = '{bad' WHERE id = " + std::to_string(m.id));
+  CHECK_ERROR_CODE(cs.append_content(m.id, " world"), ErrorCode::internal);
+  CHECK_ERROR_CODE(cs.get_message(m.id), ErrorCode::internal);
+  // Another connection can write at once: no statement was left open.
+  testing::raw_exec(db,
+                    "UPDATE conversations SET title = 'raw' WHERE id = " + std::to_string(c.id));
+  CHECK(cs.get(c.id)->title == "raw");
+  CHECK(cs.set_channel_config("web", "m").default_model == "m");
+}

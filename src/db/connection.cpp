@@ -35,16 +35,21 @@ Connection::~Connection() {
 
 Prepared& Connection::prepared(const Sql& sql) {
   auto it = statements_.find(&sql);
-  if (it != statements_.end()) return it->second;
-  Prepared p{prepare(*session_, sql.text(backend())), {}, sql.text(backend())};
-  return statements_.emplace(&sql, std::move(p)).first->second;
+  if (it == statements_.end()) {
+    it = statements_.emplace(&sql, Prepared{nullptr, {}, sql.text(backend())}).first;
+  }
+  // Prepared on first use, and again after a failure discarded it.
+  if (!it->second.statement) it->second.statement = prepare(*session_, it->second.text);
+  return it->second;
 }
 
 Prepared& Connection::prepared(const std::string& text) {
   auto it = text_statements_.find(text);
-  if (it != text_statements_.end()) return it->second;
-  Prepared p{prepare(*session_, text), {}, text};
-  return text_statements_.emplace(text, std::move(p)).first->second;
+  if (it == text_statements_.end()) {
+    it = text_statements_.emplace(text, Prepared{nullptr, {}, text}).first;
+  }
+  if (!it->second.statement) it->second.statement = prepare(*session_, it->second.text);
+  return it->second;
 }
 
 void Connection::execute(const Sql& sql) {

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
 #include <utility>
 
 namespace convstore::detail {
@@ -12,16 +13,22 @@ Stmt::Stmt(Connection& c, const Sql& sql) : Stmt(c, c.prepared(sql)) {}
 
 Stmt::Stmt(Connection& c, const std::string& text) : Stmt(c, c.prepared(text)) {}
 
-Stmt::Stmt(Connection& c, Prepared& p) : conn_(c), prepared_(p), st_(*p.statement), b_(p.binding) {}
+Stmt::Stmt(Connection& c, Prepared& p)
+    : conn_(c), prepared_(p), st_(p.statement.get()), b_(p.binding) {}
 
-Stmt::~Stmt() { drain(); }
+Stmt::~Stmt() {
+  drain();
+  // Holders collected for a statement that never ran are not kept.
+  if (!dead_ && !b_.bound) b_ = Binding{};
+}
 
 void Stmt::drain() noexcept {
   if (!active_) return;
   try {
-    while (st_.fetch()) {
+    while (st_->fetch()) {
     }
   } catch (...) {
+    discard();
   }
   active_ = false;
 }
@@ -45,26 +52,17 @@ Binding::Slot& Stmt::slot(char kind) {
     b_.numbers.push_back(0);
     s.number = &b_.numbers.back();
   }
-  switch (kind) {
-    case 't':
-      st_.exchange(soci::use(*s.text, *s.ind));
-      break;
-    case 'i':
-      st_.exchange(soci::use(*s.number, *s.ind));
-      break;
-    case 'T':
-      st_.exchange(soci::into(*s.text, *s.ind));
-      break;
-    default:
-      st_.exchange(soci::into(*s.number, *s.ind));
-      break;
-  }
   b_.slots.push_back(s);
   ++pos_;
   return b_.slots.back();
 }
 
 Stmt& Stmt::in_text(std::string_view v, bool null) {
+  // SOCI's PostgreSQL backend sends parameters as C strings: a NUL would
+  // silently cut the value short (and match another row).
+  if (std::memchr(v.data(), '\0', v.size()) != nullptr) {
+    throw Error(ErrorCode::invalid_argument, "a text value contains a NUL byte");
+  }
   Binding::Slot& s = slot('t');
   s.text->assign(v.data(), v.size());
   *s.ind = null ? soci::i_null : soci::i_ok;
@@ -202,37 +200,65 @@ void Stmt::apply_fixes() {
   }
 }
 
+void Stmt::bind_slots() {
+  // SOCI learns of the holders only now, all at once: a Stmt that never runs
+  // (its call failed before) leaves the prepared statement untouched.
+  for (auto& s : b_.slots) {
+    switch (s.kind) {
+      case 't':
+        st_->exchange(soci::use(*s.text, *s.ind));
+        break;
+      case 'i':
+        st_->exchange(soci::use(*s.number, *s.ind));
+        break;
+      case 'T':
+        st_->exchange(soci::into(*s.text, *s.ind));
+        break;
+      default:
+        st_->exchange(soci::into(*s.number, *s.ind));
+        break;
+    }
+  }
+  st_->define_and_bind();
+  b_.bound = true;
+}
+
 bool Stmt::execute_first() {
   if (!b_.bound) {
-    st_.define_and_bind();
-    b_.bound = true;
+    try {
+      bind_slots();
+    } catch (...) {
+      discard();
+      throw;
+    }
   } else if (pos_ != b_.slots.size()) {
     throw Error(ErrorCode::internal, fmt::format("statement bound with {} values, then {}: {}",
                                                  b_.slots.size(), pos_, prepared_.text));
   }
   started_ = true;
+  bool got = false;
   try {
-    bool got = conn_.timed(prepared_.text, [&] { return st_.execute(true); });
-    active_ = got;
-    if (got) apply_fixes();
-    return got;
+    got = conn_.timed(prepared_.text, [&] { return st_->execute(true); });
   } catch (...) {
-    unbind();
+    discard();
     throw;
   }
+  active_ = got;
+  // Outside the try: a row that does not decode leaves the statement
+  // active, and the destructor drains it.
+  if (got) apply_fixes();
+  return got;
 }
 
-void Stmt::unbind() noexcept {
+void Stmt::discard() noexcept {
+  // After a failure the statement is prepared anew on its next use:
   // SOCI's PostgreSQL backend frees a parameter's buffer only after a
-  // successful execution and sends a NULL parameter by leaving the buffer
-  // untouched: after a failure the stale value would go out again. Binding
-  // anew the next time starts from clean buffers.
-  try {
-    st_.bind_clean_up();
-  } catch (...) {
-  }
-  b_ = Binding{};
+  // successful execution (a NULL parameter would resend the stale value),
+  // and its SQLite backend never forgets a use element once bound.
+  prepared_.statement.reset();
+  prepared_.binding = Binding{};
   active_ = false;
+  dead_ = true;
 }
 
 bool Stmt::one() {
@@ -241,10 +267,10 @@ bool Stmt::one() {
     // Reset the statement (SQLite keeps it active after the first row).
     // A second row would only overwrite the holders, never the targets.
     try {
-      while (st_.fetch()) {
+      while (st_->fetch()) {
       }
     } catch (...) {
-      unbind();
+      discard();
       throw;
     }
     active_ = false;
@@ -256,15 +282,15 @@ bool Stmt::next() {
   if (!started_) return execute_first();
   if (!active_) return false;
   try {
-    active_ = st_.fetch();
+    active_ = st_->fetch();
   } catch (...) {
-    unbind();
+    discard();
     throw;
   }
   if (active_) apply_fixes();
   return active_;
 }
 
-long long Stmt::affected() { return st_.get_affected_rows(); }
+long long Stmt::affected() { return st_->get_affected_rows(); }
 
 }  // namespace convstore::detail

@@ -108,17 +108,19 @@ class Stmt {
   Binding::Slot& slot(char kind);
   bool execute_first();
   void apply_fixes();
+  void bind_slots();
   void drain() noexcept;
-  void unbind() noexcept;
+  void discard() noexcept;
 
   Connection& conn_;
   Prepared& prepared_;
-  soci::statement& st_;
+  soci::statement* st_;
   Binding& b_;
   std::size_t pos_ = 0;  // next slot
   std::size_t fix_ = 0;  // next result fix
   bool active_ = false;  // a fetch returned a row; the statement may hold more
   bool started_ = false;
+  bool dead_ = false;  // discarded after a failure
 };
 
 }  // namespace convstore::detail
