@@ -101,6 +101,21 @@ void check_opt(const std::optional<std::string>& v, std::string_view what) {
   if (v) check_text(*v, what);
 }
 
+// True when a string or key anywhere in `j` holds a NUL character.
+bool has_nul(const Json& j) {
+  if (j.is_string()) return j.get_ref<const std::string&>().find('\0') != std::string::npos;
+  if (j.is_object()) {
+    for (const auto& item : j.items()) {
+      if (item.key().find('\0') != std::string::npos || has_nul(item.value())) return true;
+    }
+  } else if (j.is_array()) {
+    for (const auto& v : j) {
+      if (has_nul(v)) return true;
+    }
+  }
+  return false;
+}
+
 // JSON as stored text. Invalid UTF-8 inside, or a NUL character (which
 // PostgreSQL's JSONB refuses), is invalid_argument on both backends.
 std::string json_text(const Json& j, std::string_view what) {
@@ -111,7 +126,9 @@ std::string json_text(const Json& j, std::string_view what) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{} is not valid JSON text: {}", what, e.what()));
   }
-  if (text.find("\\u0000") != std::string::npos) {
+  // Only a dump with an escaped NUL can hold one: walk the tree only then
+  // (the text "\\u0000" itself is fine).
+  if (text.find("\\u0000") != std::string::npos && has_nul(j)) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{} contains a NUL character", what));
   }
   return text;
@@ -413,12 +430,9 @@ std::vector<MessageId> insert_batch_json(Connection& c, ConversationId id,
   Stmt s(c, q);
   s.in(messages.size()).in(t).in(t).in(id).in(t).in(t).in(rows).out(mid);
   while (s.next()) ids.push_back(mid);
-  // The ids were drawn in ORDER BY order under the conversation's lock.
+  // The ids were drawn in ORDER BY order under the conversation's lock;
+  // there are none when the conversation does not exist.
   std::sort(ids.begin(), ids.end());
-  if (!ids.empty() && ids.size() != messages.size()) {
-    throw Error(ErrorCode::internal,
-                fmt::format("batch insert stored {} of {} messages", ids.size(), messages.size()));
-  }
   return ids;
 }
 
@@ -552,8 +566,12 @@ User ConversationStore::upsert_user(const UserUpsert& u) {
     fresh.merge_patch(patch);
     std::string md = json_text(fresh, "user metadata");
     Stmt ins(c, insert);
-    ins.in(u.channel).in(u.external_id).in(u.username).in(u.display_name).in(u.preferred_model);
-    ins.in(u.system_prompt).in(u.time_zone.value_or("UTC")).in(md).in(t).in(t);
+    auto field = [](const std::optional<std::string>& v) {
+      return v ? cleared(*v) : std::nullopt;  // "" is no value, as in an update
+    };
+    ins.in(u.channel).in(u.external_id).in(field(u.username)).in(field(u.display_name));
+    ins.in(field(u.preferred_model)).in(field(u.system_prompt));
+    ins.in(u.time_zone.value_or("UTC")).in(md).in(t).in(t);
     if (auto created = fetch_one<User>(ins)) return *created;
     Stmt sel(c, lock);
     sel.in(u.channel).in(u.external_id);
@@ -1047,7 +1065,7 @@ std::optional<ThreadHit> ConversationStore::find_by_platform_id(std::string_view
       "SELECT m.id, m.conversation_id FROM messages m JOIN conversations c "
       "ON c.id = m.conversation_id WHERE m.platform_message_id = :pid AND c.channel = :ch "
       "AND c.chat_id = :chat ORDER BY m.id DESC LIMIT 1"};
-  return impl_->read(Op{"find message by platform id"}, [&](Connection& c) {
+  return impl_->snapshot(Op{"find message by platform id"}, [&](Connection& c) {
     long long mid = 0, cid = 0;
     std::optional<ThreadHit> hit;
     if (!Stmt(c, q).in(platform_id).in(channel).in(chat_id).out(mid).out(cid).one()) return hit;
@@ -1068,7 +1086,7 @@ std::vector<Message> ConversationStore::reply_chain(MessageId id, std::size_t ma
       "JOIN conversations o ON o.id = :conv AND o.channel = c.channel "
       "AND o.chat_id = c.chat_id WHERE m.platform_message_id = :pid "
       "AND m.id < :below ORDER BY m.id DESC LIMIT 1"};
-  return impl_->read(Op{"follow reply chain", "message", id}, [&](Connection& c) {
+  return impl_->snapshot(Op{"follow reply chain", "message", id}, [&](Connection& c) {
     std::vector<Message> chain;
     Stmt s(c, kGetMessage);
     s.in(id);
@@ -1207,7 +1225,7 @@ ConversationContext ConversationStore::context(ConversationId id, std::size_t n)
   static const Sql last_bot{
       "SELECT platform_message_id FROM messages WHERE conversation_id = :c AND role = "
       "'assistant' AND platform_message_id IS NOT NULL ORDER BY id DESC LIMIT 1"};
-  return impl_->read(Op{"load context", "conversation", id}, [&](Connection& c) {
+  return impl_->snapshot(Op{"load context", "conversation", id}, [&](Connection& c) {
     ConversationContext ctx;
     Stmt sc(c, kGetConversation);
     sc.in(id);

@@ -11,6 +11,7 @@
 namespace convstore {
 
 using detail::Connection;
+using detail::Pool;
 using detail::Sql;
 using detail::Stmt;
 
@@ -37,15 +38,54 @@ Connection* Store::Impl::current() const noexcept {
   return nullptr;
 }
 
-void Store::Impl::begin(Connection& c) {
-  static const Sql begin_sqlite{"BEGIN IMMEDIATE", "BEGIN"};
-  c.execute(begin_sqlite);
+void Store::Impl::begin(Connection& c, Begin kind) {
+  // SQLite: a writer takes the write lock up front (BEGIN IMMEDIATE), so it
+  // waits for another writer in the busy handler instead of failing when a
+  // read would have to be upgraded; a reader's deferred BEGIN takes a
+  // snapshot at its first read. PostgreSQL: a reader gets one snapshot.
+  static const Sql begin_write{"BEGIN IMMEDIATE", "BEGIN"};
+  static const Sql begin_read{"BEGIN", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"};
+  c.execute(kind == Begin::write ? begin_write : begin_read);
   ++c.depth;
+  c.doomed.clear();
 }
 
-void Store::Impl::commit(Connection& c) {
+Pool::Lease Store::Impl::begin_on_lease(const Op& op, Begin kind) {
+  for (int attempt = 0;; ++attempt) {
+    auto lease = pool.acquire();
+    try {
+      begin(*lease, kind);
+      return lease;
+    } catch (const soci::soci_error&) {
+      auto e = translated(op, &*lease, std::current_exception());
+      // Nothing ran yet: on a connection that turned out dead, try once
+      // more on a fresh one (the lease's end drops the stale idle ones).
+      if (!lease->broken || attempt > 0) std::rethrow_exception(e);
+    } catch (...) {
+      fail(op, &*lease, std::current_exception());
+    }
+  }
+}
+
+void Store::Impl::commit(const Op& op, Connection& c) {
   static const Sql commit_sql{"COMMIT"};
-  c.execute(commit_sql);
+  if (!c.doomed.empty()) {
+    throw Error(ErrorCode::aborted,
+                fmt::format("{}: rolled back, because a statement in the transaction failed on the "
+                            "server: {}",
+                            op.describe(), c.doomed));
+  }
+  try {
+    c.execute(commit_sql);
+  } catch (const soci::soci_error&) {
+    auto e = translated(op, &c, std::current_exception());
+    if (!c.broken) std::rethrow_exception(e);
+    throw Error(ErrorCode::unavailable,
+                fmt::format("{}: the connection was lost during COMMIT, so whether the "
+                            "transaction was committed is unknown (a message with a client_key "
+                            "can be appended again safely)",
+                            op.describe()));
+  }
   --c.depth;
 }
 
@@ -55,6 +95,7 @@ void Store::Impl::rollback(Connection& c) noexcept {
   try {
     if (!c.broken) c.execute(rollback_sql);
     --c.depth;
+    c.doomed.clear();
   } catch (...) {
     c.broken = true;  // the pool drops it; the server rolls back on disconnect
   }
@@ -74,18 +115,14 @@ std::exception_ptr Store::Impl::translated(const Op& op, Connection* c,
 }
 
 void Store::Impl::run_transaction(const std::function<void()>& body) {
-  if (current() != nullptr) {
-    body();  // join the outer transaction
+  const Op op{"transaction"};
+  if (Connection* c = current()) {
+    // Nested: its own savepoint, so that its failure undoes only its work.
+    in_savepoint(op, *c, body);
     return;
   }
-  const Op op{"transaction"};
-  auto lease = pool.acquire();
+  auto lease = begin_on_lease(op, Begin::write);
   Connection& c = *lease;
-  try {
-    begin(c);
-  } catch (...) {
-    fail(op, &c, std::current_exception());
-  }
   t_active.push_back({this, &c});
   try {
     body();
@@ -96,7 +133,7 @@ void Store::Impl::run_transaction(const std::function<void()>& body) {
   }
   t_active.pop_back();
   try {
-    commit(c);
+    commit(op, c);
   } catch (...) {
     auto e = translated(op, &c, std::current_exception());
     rollback(c);
@@ -129,7 +166,7 @@ void Store::Impl::migrate(Connection& c, bool apply) {
           fmt::format("CREATE TABLE IF NOT EXISTS convstore_schema (version INTEGER PRIMARY KEY, "
                       "description TEXT NOT NULL, applied_at {} NOT NULL)",
                       dialect.backend() == detail::Backend::postgresql ? "TIMESTAMPTZ" : "TEXT"));
-      commit(c);
+      commit(op, c);
       int version = read_schema_version(c);
       if (version > target) {
         throw Error(ErrorCode::failed_precondition,
@@ -161,7 +198,7 @@ void Store::Impl::migrate(Connection& c, bool apply) {
               .one();
           now_at = version + 1;
         }
-        commit(c);
+        commit(op, c);
         version = now_at;
       }
       schema_version = version;

@@ -46,9 +46,14 @@ class Store::Impl {
 
   // Runs fn(Connection&) on a connection without opening a transaction
   // (each statement commits on its own). A read that fails because its
-  // pooled connection was dead is retried once on a fresh one.
+  // pooled connection was dead is retried once, on a fresh connection.
   template <class F>
   auto read(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>()));
+
+  // The same, inside one read-only transaction, so that several statements
+  // see one snapshot (a context never counts messages it does not return).
+  template <class F>
+  auto snapshot(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>()));
 
   // Runs fn(Connection&) in a write transaction (a savepoint when the
   // calling thread is inside Store::transaction): all or nothing.
@@ -77,30 +82,91 @@ class Store::Impl {
   void migrate(detail::Connection& c, bool apply);
 
  private:
-  void begin(detail::Connection& c);
-  void commit(detail::Connection& c);
+  enum class Begin { write, read };
+  // A pooled connection with a transaction begun on it. A BEGIN that fails
+  // on a dead connection is retried once on a fresh one (nothing was sent).
+  detail::Pool::Lease begin_on_lease(const Op& op, Begin kind);
+  void begin(detail::Connection& c, Begin kind = Begin::write);
+  // Commits; a connection lost during COMMIT leaves the outcome unknown,
+  // which the error says.
+  void commit(const Op& op, detail::Connection& c);
   void rollback(detail::Connection& c) noexcept;
+  // Runs fn inside a savepoint of the open transaction on `c`; a failure
+  // rolls back to it and rethrows, leaving the transaction usable.
+  template <class F>
+  auto in_savepoint(const Op& op, detail::Connection& c, F&& fn) -> decltype(fn());
+  // Runs fn joined to the open transaction on `c` with no savepoint: where
+  // a failed statement aborts the transaction (PostgreSQL) the transaction
+  // is marked doomed, and ends in an error instead of a silent rollback.
+  template <class F>
+  auto joined(const Op& op, detail::Connection& c, F&& fn) -> decltype(fn());
 };
 
 // ---- template definitions ----
 
 template <class F>
-auto Store::Impl::read(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>())) {
-  if (detail::Connection* c = current()) {
-    try {
-      return fn(*c);
-    } catch (...) {
-      fail(op, c, std::current_exception());
-    }
+auto Store::Impl::in_savepoint(const Op& op, detail::Connection& c, F&& fn) -> decltype(fn()) {
+  static const detail::Sql savepoint{"SAVEPOINT convstore_call"};
+  static const detail::Sql release{"RELEASE SAVEPOINT convstore_call"};
+  static const detail::Sql rollback_to{"ROLLBACK TO SAVEPOINT convstore_call"};
+  try {
+    c.execute(savepoint);
+  } catch (...) {
+    fail(op, &c, std::current_exception());
   }
+  try {
+    if constexpr (std::is_void_v<decltype(fn())>) {
+      fn();
+      c.execute(release);
+    } else {
+      auto r = fn();
+      c.execute(release);
+      return r;
+    }
+  } catch (...) {
+    auto e = translated(op, &c, std::current_exception());
+    try {
+      c.execute(rollback_to);
+      c.execute(release);
+    } catch (...) {
+      c.broken = true;
+      if (c.doomed.empty()) c.doomed = "a savepoint could not be rolled back";
+    }
+    std::rethrow_exception(e);
+  }
+}
+
+template <class F>
+auto Store::Impl::joined(const Op& op, detail::Connection& c, F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const soci::soci_error&) {
+    auto e = translated(op, &c, std::current_exception());
+    if (dialect.errors_abort_transaction() && c.doomed.empty()) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        c.doomed = ex.what();
+      }
+    }
+    std::rethrow_exception(e);
+  } catch (...) {
+    fail(op, &c, std::current_exception());
+  }
+}
+
+template <class F>
+auto Store::Impl::read(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>())) {
+  if (detail::Connection* c = current()) return joined(op, *c, [&] { return fn(*c); });
   for (int attempt = 0;; ++attempt) {
     auto lease = pool.acquire();
     try {
       return fn(*lease);
     } catch (const soci::soci_error&) {
-      bool dead = dialect.broken(lease->session());
-      if (dead) lease->broken = true;
-      if (!dead || attempt > 0) fail(op, &*lease, std::current_exception());
+      auto e = translated(op, &*lease, std::current_exception());
+      // A dead connection is dropped with the idle ones when the lease
+      // ends, so the second attempt runs on a fresh connection.
+      if (!lease->broken || attempt > 0) std::rethrow_exception(e);
     } catch (...) {
       fail(op, &*lease, std::current_exception());
     }
@@ -108,48 +174,39 @@ auto Store::Impl::read(const Op& op, F&& fn) -> decltype(fn(std::declval<detail:
 }
 
 template <class F>
-auto Store::Impl::write(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>())) {
-  static const detail::Sql savepoint{"SAVEPOINT convstore_call"};
-  static const detail::Sql release{"RELEASE SAVEPOINT convstore_call"};
-  static const detail::Sql rollback_to{"ROLLBACK TO SAVEPOINT convstore_call"};
-  if (detail::Connection* c = current()) {
-    try {
-      c->execute(savepoint);
-    } catch (...) {
-      fail(op, c, std::current_exception());
-    }
-    try {
-      if constexpr (std::is_void_v<decltype(fn(*c))>) {
-        fn(*c);
-        c->execute(release);
-        return;
-      } else {
-        auto r = fn(*c);
-        c->execute(release);
-        return r;
-      }
-    } catch (...) {
-      auto e = translated(op, c, std::current_exception());
-      try {
-        c->execute(rollback_to);
-        c->execute(release);
-      } catch (...) {
-        c->broken = true;
-      }
-      std::rethrow_exception(e);
-    }
-  }
-  auto lease = pool.acquire();
+auto Store::Impl::snapshot(const Op& op, F&& fn)
+    -> decltype(fn(std::declval<detail::Connection&>())) {
+  if (detail::Connection* c = current()) return joined(op, *c, [&] { return fn(*c); });
+  auto lease = begin_on_lease(op, Begin::read);
   detail::Connection& c = *lease;
   try {
-    begin(c);
     if constexpr (std::is_void_v<decltype(fn(c))>) {
       fn(c);
-      commit(c);
-      return;
+      commit(op, c);
     } else {
       auto r = fn(c);
-      commit(c);
+      commit(op, c);
+      return r;
+    }
+  } catch (...) {
+    auto e = translated(op, &c, std::current_exception());
+    rollback(c);
+    std::rethrow_exception(e);
+  }
+}
+
+template <class F>
+auto Store::Impl::write(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>())) {
+  if (detail::Connection* c = current()) return in_savepoint(op, *c, [&] { return fn(*c); });
+  auto lease = begin_on_lease(op, Begin::write);
+  detail::Connection& c = *lease;
+  try {
+    if constexpr (std::is_void_v<decltype(fn(c))>) {
+      fn(c);
+      commit(op, c);
+    } else {
+      auto r = fn(c);
+      commit(op, c);
       return r;
     }
   } catch (...) {
@@ -162,7 +219,7 @@ auto Store::Impl::write(const Op& op, F&& fn) -> decltype(fn(std::declval<detail
 template <class F>
 auto Store::Impl::single(const Op& op, F&& fn)
     -> decltype(fn(std::declval<detail::Connection&>())) {
-  if (current() != nullptr) return write(op, std::forward<F>(fn));
+  if (detail::Connection* c = current()) return in_savepoint(op, *c, [&] { return fn(*c); });
   auto lease = pool.acquire();
   try {
     return fn(*lease);

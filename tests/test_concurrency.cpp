@@ -108,3 +108,37 @@ TEST_CASE_TEMPLATE("concurrent batches into different conversations get the righ
     CHECK(cs.get(convs[static_cast<std::size_t>(t)])->message_count == 350);
   }
 }
+
+TEST_CASE("postgresql: a store recovers when its pooled connections are killed") {
+  testing::TestDb db("postgresql");
+  if (!db.ready()) return;
+  Options o;
+  o.pool_size = 4;
+  auto store = db.open(o);
+  auto& cs = store.conversations();
+  auto c = cs.start({});
+  // Open all four connections.
+  std::vector<std::thread> warm;
+  for (int i = 0; i < 4; ++i) {
+    warm.emplace_back([&] {
+      store.transaction([&] {
+        cs.get(c.id);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      });
+    });
+  }
+  for (auto& t : warm) t.join();
+  // The server ends every session of this store (as in a restart).
+  testing::raw_exec(db,
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                    "application_name = 'convstore' AND pid <> pg_backend_pid() AND datname = "
+                    "current_database()");
+  // Reads are retried on a fresh connection; a write whose BEGIN met a dead
+  // connection is retried too (nothing had been sent).
+  CHECK(cs.get(c.id).has_value());
+  NewMessage m;
+  m.content = "after the restart";
+  CHECK_NOTHROW(cs.append(c.id, m));
+  CHECK_NOTHROW(store.transaction([&] { cs.append(c.id, m); }));
+  CHECK(cs.get(c.id)->message_count == 2);
+}

@@ -30,6 +30,33 @@ TEST_CASE("an unreachable PostgreSQL server is unavailable and the password is n
   }
 }
 
+TEST_CASE("a malformed PostgreSQL URL is invalid_argument and never shows its password") {
+  try {
+    Store::open("postgresql://bob:s3cret@[::1/db");
+    FAIL("open succeeded");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::invalid_argument);
+    CHECK(std::string(e.what()).find("s3cret") == std::string::npos);
+  }
+}
+
+TEST_CASE("postgresql: times stay UTC and ISO whatever the session defaults") {
+  testing::TestDb db("postgresql");
+  if (!db.ready()) return;
+  // The URL asks for another time zone and date style; convstore's own
+  // session settings win, so stored times read back exactly.
+  std::string url = db.url();
+  auto at = url.find("options=");
+  REQUIRE(at != std::string::npos);
+  url.insert(url.find('&', at) == std::string::npos ? url.size() : url.find('&', at),
+             "%20-c%20DateStyle%3DSQL,DMY%20-c%20TimeZone%3DAsia/Tokyo");
+  auto store = Store::open(url);
+  auto c = store.conversations().start({});
+  auto got = store.conversations().get(c.id);
+  REQUIRE(got.has_value());
+  CHECK(got->created_at == c.created_at);
+}
+
 TEST_CASE("sqlite::memory: opens a private migrated database") {
   auto a = Store::open("sqlite::memory:");
   auto b = Store::open("sqlite::memory:");
@@ -223,4 +250,60 @@ TEST_CASE_TEMPLATE("a pool exhausted for longer than acquire_timeout fails with 
   release = true;
   holder.join();
   CHECK(store.stats().conversations == 1);
+}
+
+TEST_CASE_TEMPLATE("a nested transaction that throws is undone alone", B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto c = cs.start({});
+  NewMessage a, b;
+  a.content = "outer";
+  b.content = "inner";
+  store.transaction([&] {
+    cs.append(c.id, a);
+    try {
+      store.transaction([&] {
+        cs.append(c.id, b);
+        throw std::runtime_error("inner failure");
+      });
+    } catch (const std::runtime_error&) {
+    }
+  });
+  auto msgs = cs.recent(c.id, 10);
+  REQUIRE(msgs.size() == 1);
+  CHECK(msgs[0].content == "outer");
+  CHECK(cs.get(c.id)->message_count == 1);
+}
+
+TEST_CASE_TEMPLATE("a server-side failure caught inside a transaction never commits silently", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto c = cs.start({});
+  NewMessage m;
+  m.content = "kept or refused, never lost silently";
+  // Someone renamed a table behind the store's back: the read fails on the
+  // server. On PostgreSQL that aborts the whole transaction.
+  testing::raw_exec(db, "ALTER TABLE agent_questions RENAME TO agent_questions_moved");
+  bool committed = false;
+  try {
+    store.transaction([&] {
+      cs.append(c.id, m);
+      try {
+        cs.open_questions(c.id);
+      } catch (const Error&) {
+        // the application decides to go on
+      }
+    });
+    committed = true;
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::aborted);
+    CHECK(std::string(e.what()).find("rolled back") != std::string::npos);
+  }
+  testing::raw_exec(db, "ALTER TABLE agent_questions_moved RENAME TO agent_questions");
+  // Either the transaction committed with the message, or it said it did not.
+  CHECK(cs.get(c.id)->message_count == (committed ? 1 : 0));
+  if (std::string(B::name) == "postgresql") CHECK_FALSE(committed);
 }

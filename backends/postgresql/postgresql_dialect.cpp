@@ -43,7 +43,10 @@ ErrorCode classify(const std::string& state, bool lost) {
   if (state == "23505") return ErrorCode::already_exists;
   if (state == "23503") return ErrorCode::not_found;
   if (cls == "23" || cls == "22") return ErrorCode::invalid_argument;
-  if (state == "40001" || state == "40P01") return ErrorCode::aborted;
+  if (state == "40001" || state == "40P01" || state == "25P02") return ErrorCode::aborted;
+  if (state == "54000" || state == "54001" || state == "54011" || state == "54023") {
+    return ErrorCode::invalid_argument;  // a value or statement too large, like SQLITE_TOOBIG
+  }
   if (cls == "08" || cls == "53" || cls == "57" || state == "55P03") return ErrorCode::unavailable;
   if (state == "25006") return ErrorCode::failed_precondition;  // read-only transaction
   return ErrorCode::internal;
@@ -76,11 +79,6 @@ class PostgresqlDialect final : public Dialect {
     if (PGconn* c = handle(*s))
       PQsetNoticeProcessor(
           c, [](void*, const char*) {}, nullptr);
-    try {
-      *s << "SET TIME ZONE 'UTC'";
-    } catch (const soci::soci_error& e) {
-      throw translate(e, s.get(), fmt::format("setting up {}", target.display));
-    }
     return s;
   }
 
@@ -102,7 +100,7 @@ class PostgresqlDialect final : public Dialect {
                  state);
   }
 
-  const char* begin_write() const noexcept override { return "BEGIN"; }
+  bool errors_abort_transaction() const noexcept override { return true; }
   std::string lock_migrations() const override {
     return "SELECT pg_advisory_lock(7262411036729043201)";
   }
@@ -122,6 +120,28 @@ const Dialect& postgresql_dialect() {
   return d;
 }
 
+namespace {
+
+// libpq quotes the whole URI in some parse errors: hide its user info.
+std::string redact(std::string msg) {
+  for (std::size_t at = msg.find("://"); at != std::string::npos; at = msg.find("://", at + 3)) {
+    std::size_t start = at + 3;
+    std::size_t end = msg.find_first_of("/\"' ", start);
+    std::size_t amp = msg.find('@', start);
+    if (amp != std::string::npos && (end == std::string::npos || amp < end)) {
+      msg.replace(start, amp - start, "***");
+    }
+  }
+  return msg;
+}
+
+// Every session reads and writes times in UTC and ISO format, whatever the
+// server's or the database's defaults (DateStyle 'SQL, DMY' would make
+// stored times unreadable): set at connection start, no extra round trip.
+constexpr const char* kSessionOptions = "-c TimeZone=UTC -c DateStyle=ISO,YMD";
+
+}  // namespace
+
 ParsedConninfo parse_postgresql_conninfo(std::string_view url) {
   char* err = nullptr;
   std::string text(url);
@@ -130,18 +150,28 @@ ParsedConninfo parse_postgresql_conninfo(std::string_view url) {
   if (!opts) {
     std::string msg = err != nullptr ? trim(err) : "out of memory";
     if (err != nullptr) PQfreemem(err);
-    throw Error(ErrorCode::invalid_argument, fmt::format("invalid PostgreSQL URL: {}", msg));
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("invalid PostgreSQL URL: {}", redact(msg)));
   }
   ParsedConninfo out;
+  bool have_options = false;
   for (PQconninfoOption* o = opts.get(); o->keyword != nullptr; ++o) {
     if (o->val == nullptr || o->val[0] == '\0') continue;
-    std::string item = fmt::format("{}={}", o->keyword, quote(o->val));
+    std::string value = o->val;
+    if (std::strcmp(o->keyword, "options") == 0) {
+      value += std::string(" ") + kSessionOptions;  // ours last: they win
+      have_options = true;
+    }
+    std::string item = fmt::format("{}={}", o->keyword, quote(value.c_str()));
     if (!out.connect.empty()) out.connect += ' ';
     out.connect += item;
     if (std::strcmp(o->keyword, "password") == 0) continue;
     if (std::strcmp(o->dispchar, "*") == 0) continue;  // libpq marks secrets
     if (!out.display.empty()) out.display += ' ';
     out.display += item;
+  }
+  if (!have_options) {
+    out.connect += fmt::format(" options={}", quote(kSessionOptions));
   }
   out.display = "postgresql: " + out.display;
   return out;

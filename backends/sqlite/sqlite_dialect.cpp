@@ -106,7 +106,7 @@ class SqliteDialect final : public Dialect {
     return Error(code, fmt::format("{}: {}", what, msg), ext != 0 ? std::to_string(ext) : "");
   }
 
-  const char* begin_write() const noexcept override { return "BEGIN IMMEDIATE"; }
+  bool errors_abort_transaction() const noexcept override { return false; }
   std::string lock_migrations() const override { return {}; }
 
   const std::vector<std::vector<std::string>>& migrations() const override {

@@ -22,13 +22,16 @@ namespace convstore {
 // Errors: throws convstore::Error. A lookup that finds nothing returns
 // std::nullopt; deleting what is not there returns false. An operation that
 // needs an object that is missing throws Error(not_found) naming it. A call
-// that throws has written nothing.
+// that throws has written nothing, except when the connection is lost during
+// the commit: then Error(unavailable) says that the outcome is unknown (a
+// message appended with a client_key can be appended again safely).
 class CONVSTORE_EXPORT ConversationStore {
  public:
   // ---- Users and channels -------------------------------------------------
 
   // Inserts the user (channel, external_id) or updates the fields given;
-  // returns it as stored. Safe against concurrent upserts of the same user.
+  // returns it as stored. An empty string leaves an optional field empty.
+  // Safe against concurrent upserts of the same user.
   User upsert_user(const UserUpsert& user);
   std::optional<User> get_user(UserId id);
   std::optional<User> find_user(std::string_view channel, std::string_view external_id);
@@ -86,7 +89,8 @@ class CONVSTORE_EXPORT ConversationStore {
   // `after` id that is not a message of this conversation throws
   // Error(not_found).
   std::vector<Message> history(ConversationId id, const HistoryQuery& query = {});
-  // The newest `n` messages, oldest first.
+  // The newest `n` messages (0 .. 10000), oldest first. Throws
+  // Error(not_found) for an unknown conversation.
   std::vector<Message> recent(ConversationId id, std::size_t n);
   // Applies `update` to a stored message.
   Message update_message(MessageId id, const MessageUpdate& update);

@@ -108,15 +108,28 @@ Pool::Lease Pool::acquire() {
 }
 
 void Pool::release(std::unique_ptr<Connection> c) {
-  bool drop = c->broken || c->depth != 0;
-  if (drop) c.reset();  // outside the lock: closing may talk to the server
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (drop) {
-    --open_;
-  } else {
-    idle_.push_back(std::move(c));
+  bool broken = c->broken;
+  bool drop = broken || c->depth != 0;
+  std::vector<std::unique_ptr<Connection>> stale;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (drop) {
+      --open_;
+    } else {
+      idle_.push_back(std::move(c));
+    }
+    if (broken) {
+      // What broke one connection (a server restart, a network cut) most
+      // likely broke the idle ones too: open fresh ones when needed instead
+      // of failing one call per stale connection.
+      stale.swap(idle_);
+      open_ -= stale.size();
+    }
   }
-  freed_.notify_one();
+  freed_.notify_all();
+  // Closed outside the lock: closing may talk to the server.
+  c.reset();
+  stale.clear();
 }
 
 }  // namespace convstore::detail

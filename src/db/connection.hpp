@@ -118,6 +118,9 @@ class Connection {
   int depth = 0;
   // Set when the session was found unusable; the pool drops it.
   bool broken = false;
+  // PostgreSQL: a statement failed inside the open transaction, which the
+  // server has therefore aborted; why, for the error that ends it.
+  std::string doomed;
 
  private:
   const Dialect& dialect_;

@@ -47,9 +47,9 @@ class Dialect {
   virtual Error translate(const soci::soci_error& e, soci::session* s,
                           std::string_view what) const = 0;
 
-  // The statement that opens a write transaction ("BEGIN IMMEDIATE" on
-  // SQLite, so a reader never has to be upgraded into a busy writer).
-  virtual const char* begin_write() const noexcept = 0;
+  // True when a failed statement aborts the whole open transaction
+  // (PostgreSQL), so that only a savepoint can contain it.
+  virtual bool errors_abort_transaction() const noexcept = 0;
   // SQL for an advisory lock that serializes migrations across processes
   // (empty when a write transaction already does that).
   virtual std::string lock_migrations() const = 0;
