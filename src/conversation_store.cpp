@@ -377,7 +377,7 @@ std::vector<MessageId> insert_batch_json(Connection& c, ConversationId id,
       "",
       "WITH c AS (UPDATE conversations SET message_count = message_count + :n, "
       "version = version + 1, last_message_at = :t0::timestamptz, "
-      "updated_at = :t00::timestamptz WHERE id = :c RETURNING id) "
+      "updated_at = :t00::timestamptz WHERE id = :c RETURNING id), ins AS ("
       "INSERT INTO messages (" CS_MSG_INSERT_COLS
       ") SELECT c.id, r.role, r.kind, r.content, r.agent, r.model, r.token_count, r.tool_name, "
       "r.tool_args, r.tool_call_id, r.platform_message_id, r.reply_to_platform_id, NULL, "
@@ -388,7 +388,9 @@ std::vector<MessageId> insert_batch_json(Connection& c, ConversationId id,
       "reply_to_platform_id text, complete boolean, metadata jsonb)) WITH ORDINALITY "
       "AS r(role, kind, content, agent, model, token_count, tool_name, tool_args, "
       "tool_call_id, platform_message_id, reply_to_platform_id, complete, metadata, ord) "
-      "ORDER BY r.ord RETURNING id"};
+      "ORDER BY r.ord RETURNING id) "
+      // One row with every id, instead of a row each.
+      "SELECT string_agg(id::text, ',' ORDER BY id) FROM ins"};
   // The array is written directly (absent keys are NULL columns); strings go
   // through nlohmann's serializer for escaping, the JSON fields are the text
   // already produced by encode().
@@ -424,15 +426,23 @@ std::vector<MessageId> insert_batch_json(Connection& c, ConversationId id,
     rows += '}';
   }
   rows += ']';
+  std::optional<std::string> list;
+  Stmt s(c, q);
+  s.in(messages.size()).in(t).in(t).in(id).in(t).in(t).in(rows).out(list).one();
+  // The ids were drawn in ORDER BY order under the conversation's lock, and
+  // come sorted; there are none when the conversation does not exist.
   std::vector<MessageId> ids;
   ids.reserve(messages.size());
-  long long mid = 0;
-  Stmt s(c, q);
-  s.in(messages.size()).in(t).in(t).in(id).in(t).in(t).in(rows).out(mid);
-  while (s.next()) ids.push_back(mid);
-  // The ids were drawn in ORDER BY order under the conversation's lock;
-  // there are none when the conversation does not exist.
-  std::sort(ids.begin(), ids.end());
+  if (!list) return ids;
+  const char* p = list->data();
+  const char* end = p + list->size();
+  while (p < end) {
+    long long v = 0;
+    auto r = std::from_chars(p, end, v);
+    if (r.ec != std::errc()) throw Error(ErrorCode::internal, "unreadable id list from the server");
+    ids.push_back(v);
+    p = r.ptr + 1;  // past the comma
+  }
   return ids;
 }
 

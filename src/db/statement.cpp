@@ -60,7 +60,7 @@ Binding::Slot& Stmt::slot(char kind) {
 Stmt& Stmt::in_text(std::string_view v, bool null) {
   // SOCI's PostgreSQL backend sends parameters as C strings: a NUL would
   // silently cut the value short (and match another row).
-  if (std::memchr(v.data(), '\0', v.size()) != nullptr) {
+  if (!v.empty() && std::memchr(v.data(), 0, v.size()) != nullptr) {
     throw Error(ErrorCode::invalid_argument, "a text value contains a NUL byte");
   }
   Binding::Slot& s = slot('t');
