@@ -91,6 +91,10 @@ class Store::Impl {
   // which the error says.
   void commit(const Op& op, detail::Connection& c);
   void rollback(detail::Connection& c) noexcept;
+  // Runs fn(Connection&) in a new transaction on a pooled connection.
+  template <class F>
+  auto in_transaction(const Op& op, Begin kind, F&& fn)
+      -> decltype(fn(std::declval<detail::Connection&>()));
   // Runs fn inside a savepoint of the open transaction on `c`; a failure
   // rolls back to it and rethrows, leaving the transaction usable.
   template <class F>
@@ -174,10 +178,9 @@ auto Store::Impl::read(const Op& op, F&& fn) -> decltype(fn(std::declval<detail:
 }
 
 template <class F>
-auto Store::Impl::snapshot(const Op& op, F&& fn)
+auto Store::Impl::in_transaction(const Op& op, Begin kind, F&& fn)
     -> decltype(fn(std::declval<detail::Connection&>())) {
-  if (detail::Connection* c = current()) return joined(op, *c, [&] { return fn(*c); });
-  auto lease = begin_on_lease(op, Begin::read);
+  auto lease = begin_on_lease(op, kind);
   detail::Connection& c = *lease;
   try {
     if constexpr (std::is_void_v<decltype(fn(c))>) {
@@ -196,24 +199,16 @@ auto Store::Impl::snapshot(const Op& op, F&& fn)
 }
 
 template <class F>
+auto Store::Impl::snapshot(const Op& op, F&& fn)
+    -> decltype(fn(std::declval<detail::Connection&>())) {
+  if (detail::Connection* c = current()) return joined(op, *c, [&] { return fn(*c); });
+  return in_transaction(op, Begin::read, std::forward<F>(fn));
+}
+
+template <class F>
 auto Store::Impl::write(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>())) {
   if (detail::Connection* c = current()) return in_savepoint(op, *c, [&] { return fn(*c); });
-  auto lease = begin_on_lease(op, Begin::write);
-  detail::Connection& c = *lease;
-  try {
-    if constexpr (std::is_void_v<decltype(fn(c))>) {
-      fn(c);
-      commit(op, c);
-    } else {
-      auto r = fn(c);
-      commit(op, c);
-      return r;
-    }
-  } catch (...) {
-    auto e = translated(op, &c, std::current_exception());
-    rollback(c);
-    std::rethrow_exception(e);
-  }
+  return in_transaction(op, Begin::write, std::forward<F>(fn));
 }
 
 template <class F>

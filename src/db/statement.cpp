@@ -83,19 +83,8 @@ Stmt& Stmt::in(Timestamp t) {
   return *this;
 }
 
-Stmt& Stmt::out_text(void* target, Apply apply) {
-  Binding::Slot& s = slot('T');
-  if (b_.bound) {
-    b_.fixes[fix_++].target = target;
-  } else {
-    b_.fixes.push_back(Binding::Fix{apply, target, &s});
-    ++fix_;
-  }
-  return *this;
-}
-
-Stmt& Stmt::out_number(void* target, Apply apply) {
-  Binding::Slot& s = slot('I');
+Stmt& Stmt::out_slot(char kind, void* target, Apply apply) {
+  Binding::Slot& s = slot(kind);
   if (b_.bound) {
     b_.fixes[fix_++].target = target;
   } else {

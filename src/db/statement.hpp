@@ -101,8 +101,11 @@ class Stmt {
   Stmt(Connection& c, Prepared& p);
   Stmt& in_text(std::string_view v, bool null);
   Stmt& in_int(long long v, bool null);
-  Stmt& out_text(void* target, Apply apply);
-  Stmt& out_number(void* target, Apply apply);
+  // A result read as text ('T') or as an integer ('I'), copied into
+  // `target` by `apply` after each row.
+  Stmt& out_slot(char kind, void* target, Apply apply);
+  Stmt& out_text(void* target, Apply apply) { return out_slot('T', target, apply); }
+  Stmt& out_number(void* target, Apply apply) { return out_slot('I', target, apply); }
   // The holder for the next bind of kind `kind`: created (and bound in SOCI)
   // on the statement's first execution, reused afterwards.
   Binding::Slot& slot(char kind);
