@@ -62,20 +62,21 @@ inline std::string now_text() {
   return buf;
 }
 
+// One line of the table; the ratio is convstore / baseline (for a
+// throughput higher is better, for a latency lower is better).
 struct Row {
   std::string workload;
   std::string metric;
   double convstore;
   double baseline;
-  bool higher_is_better;
 };
 
 inline void print_rows(const std::string& backend, const std::vector<Row>& rows) {
-  std::printf("\n%-12s %-34s %14s %14s %8s\n", backend.c_str(), "workload", "convstore",
+  std::printf("\n%-12s %-48s %14s %14s %8s\n", backend.c_str(), "workload", "convstore",
               "raw baseline", "ratio");
   for (const auto& r : rows) {
-    double ratio = r.higher_is_better ? r.convstore / r.baseline : r.convstore / r.baseline;
-    std::printf("%-12s %-34s %14.1f %14.1f %7.2fx\n", "", (r.workload + " " + r.metric).c_str(),
+    double ratio = r.convstore / r.baseline;
+    std::printf("%-12s %-48s %14.1f %14.1f %7.2fx\n", "", (r.workload + " " + r.metric).c_str(),
                 r.convstore, r.baseline, ratio);
   }
   std::fflush(stdout);

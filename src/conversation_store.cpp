@@ -391,16 +391,22 @@ std::vector<MessageId> insert_batch_json(Connection& c, ConversationId id,
       "ORDER BY r.ord RETURNING id) "
       // One row with every id, instead of a row each.
       "SELECT string_agg(id::text, ',' ORDER BY id) FROM ins"};
-  // The array is written directly (absent keys are NULL columns); strings go
-  // through nlohmann's serializer for escaping, the JSON fields are the text
-  // already produced by encode().
-  std::string rows = "[";
+  // The array is written directly (absent keys are NULL columns): strings,
+  // validated by encode(), are only escaped; the JSON fields are the text
+  // encode() already produced.
+  std::size_t size = 2;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    size += messages[i].content.size() + encoded[i].metadata.size() + 96;
+  }
+  std::string rows;
+  rows.reserve(size);
+  rows += '[';
   auto field = [&rows](const char* key, const std::optional<std::string>& v) {
     if (!v) return;
     rows += ",\"";
     rows += key;
     rows += "\":";
-    rows += Json(*v).dump();
+    detail::append_json_string(rows, *v);
   };
   for (std::size_t i = 0; i < messages.size(); ++i) {
     const NewMessage& m = messages[i];
@@ -409,7 +415,7 @@ std::vector<MessageId> insert_batch_json(Connection& c, ConversationId id,
     rows += "\",\"kind\":\"";
     rows += to_string(m.kind);
     rows += "\",\"content\":";
-    rows += Json(m.content).dump();
+    detail::append_json_string(rows, m.content);
     rows += m.complete ? ",\"complete\":true,\"metadata\":" : ",\"complete\":false,\"metadata\":";
     rows += encoded[i].metadata;
     if (encoded[i].has_tool_args) {

@@ -789,7 +789,9 @@ TEST_CASE_TEMPLATE("messages: a batch stores every field of every message under 
     NewMessage m;
     m.role = i % 2 == 0 ? Role::tool : Role::assistant;
     m.kind = i % 2 == 0 ? MessageKind::tool_response : MessageKind::text;
-    m.content = "message \"" + std::to_string(i) + "\"\n\t\\ ✓";
+    // Quotes, escapes and control characters: on PostgreSQL a batch travels
+    // as JSON text, which must carry them exactly.
+    m.content = "message \"" + std::to_string(i) + "\"\n\t\\ ✓ \x01\x1f\x7f\r\b\f /";
     if (i % 3 == 0) m.agent = "agent-" + std::to_string(i);
     if (i % 4 == 0) m.model = "gpt-4o";
     if (i % 5 == 0) m.token_count = i;
