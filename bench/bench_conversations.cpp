@@ -52,7 +52,7 @@ class Databases {
       for (const char* suffix : {"", "-wal", "-shm"}) {
         std::filesystem::remove(path.string() + suffix);
       }
-      return {"sqlite:" + path.string(), path.string()};
+      return {"sqlite:" + path.string(), path.string(), true};
     }
     std::string schema = "bench_" + name;
     admin("DROP SCHEMA IF EXISTS " + schema + " CASCADE");
@@ -60,7 +60,7 @@ class Databases {
     schemas_.push_back(schema);
     std::string url = pg_ + (pg_.find('?') == std::string::npos ? "?" : "&") +
                       "options=-csearch_path%3D" + schema;
-    return {url, url};
+    return {url, url, false};
   }
 
  private:
@@ -281,7 +281,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(dir);
   try {
     Databases dbs(dir, pg);
-    for (bool sqlite : {true}) {
+    for (bool sqlite : {true, false}) {
       if (sqlite && !run_sqlite) continue;
       if (!sqlite && pg.empty()) {
         std::cout << "\npostgresql: skipped (no --pg URL and no CONVSTORE_TEST_PG_URL)\n";
