@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "db/codec.hpp"
+#include "store_helpers.hpp"
 #include "store_impl.hpp"
 
 namespace convstore {
@@ -16,7 +17,7 @@ using detail::Connection;
 using detail::Sql;
 using detail::Stmt;
 
-namespace {
+namespace detail {
 
 // ---- columns and row readers, shared by every query of a table ----
 
@@ -75,70 +76,15 @@ void read_row(Stmt& s, ChannelConfig& c) {
   s.out(c.channel).out(c.default_model).out(c.settings).out(c.created_at).out(c.updated_at);
 }
 
-// Runs `s` (parameters bound) and reads its one row, if any.
-template <class T>
-std::optional<T> fetch_one(Stmt& s) {
-  T row;
-  read_row(s, row);
-  if (!s.one()) return std::nullopt;
-  return row;
-}
+}  // namespace detail
 
-// Runs `s` and reads every row (`expected` sizes the result up front).
-template <class T>
-std::vector<T> fetch_all(Stmt& s, std::size_t expected = 0) {
-  std::vector<T> rows;
-  rows.reserve(expected);
-  T row;
-  read_row(s, row);
-  while (s.next()) rows.push_back(std::move(row));
-  return rows;
-}
+namespace {
 
-// ---- input validation: the same answer on both backends ----
-
-void check_opt(const std::optional<std::string>& v, std::string_view what) {
-  if (v) check_text(*v, what);
-}
-
-// True when a string or key anywhere in `j` holds a NUL character.
-bool has_nul(const Json& j) {
-  if (j.is_string()) return j.get_ref<const std::string&>().find('\0') != std::string::npos;
-  if (j.is_object()) {
-    for (const auto& item : j.items()) {
-      if (item.key().find('\0') != std::string::npos || has_nul(item.value())) return true;
-    }
-  } else if (j.is_array()) {
-    for (const auto& v : j) {
-      if (has_nul(v)) return true;
-    }
-  }
-  return false;
-}
-
-// JSON as stored text. Invalid UTF-8 inside, or a NUL character (which
-// PostgreSQL's JSONB refuses), is invalid_argument on both backends.
-std::string json_text(const Json& j, std::string_view what) {
-  std::string text;
-  try {
-    text = j.dump();
-  } catch (const Json::exception& e) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{} is not valid JSON text: {}", what, e.what()));
-  }
-  // Only a dump with an escaped NUL can hold one: walk the tree only then
-  // (the text "\\u0000" itself is fine).
-  if (text.find("\\u0000") != std::string::npos && has_nul(j)) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("{} contains a NUL character", what));
-  }
-  return text;
-}
-
-// An empty string clears an optional field.
-std::optional<std::string> cleared(const std::string& v) {
-  if (v.empty()) return std::nullopt;
-  return v;
-}
+using detail::check_opt;
+using detail::cleared;
+using detail::fetch_all;
+using detail::fetch_one;
+using detail::json_text;
 
 void check_message(const NewMessage& m) {
   check_text(m.content, "message content");

@@ -1,5 +1,6 @@
 # The library's sources, listed explicitly (no globbing).
 set(CONVSTORE_PUBLIC_HEADERS
+  include/convstore/agent_state_store.hpp
   include/convstore/convstore.hpp
   include/convstore/conversation_store.hpp
   include/convstore/error.hpp
@@ -8,9 +9,11 @@ set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/types.hpp
 )
 set(CONVSTORE_SOURCES
+  src/agent_state_store.cpp
   src/conversation_store.cpp
   src/error.cpp
   src/store.cpp
+  src/store_helpers.cpp
   src/types.cpp
   src/db/connection.cpp
   src/db/dialect.cpp

@@ -27,7 +27,7 @@ thread_local std::vector<ActiveTransaction> t_active;
 }  // namespace
 
 Store::Impl::Impl(const detail::Dialect& d, detail::Target target, const Options& options)
-    : dialect(d), pool(d, std::move(target), options) {}
+    : dialect(d), pool(d, std::move(target), options), agent_cache(options.agent_cache_ttl) {}
 
 Store::Impl::~Impl() = default;
 
@@ -87,6 +87,11 @@ void Store::Impl::commit(const Op& op, Connection& c) {
                             op.describe()));
   }
   --c.depth;
+  if (c.depth == 0) {
+    auto hooks = std::move(c.after_commit);
+    c.after_commit.clear();
+    for (auto& hook : hooks) hook();
+  }
 }
 
 void Store::Impl::rollback(Connection& c) noexcept {
@@ -96,6 +101,7 @@ void Store::Impl::rollback(Connection& c) noexcept {
     if (!c.broken) c.execute(rollback_sql);
     --c.depth;
     c.doomed.clear();
+    c.after_commit.clear();
   } catch (...) {
     c.broken = true;  // the pool drops it; the server rolls back on disconnect
   }
@@ -232,6 +238,7 @@ Store Store::open(std::string_view url, const Options& options) {
 }
 
 ConversationStore& Store::conversations() { return impl_->conversations; }
+AgentStateStore& Store::agents() { return impl_->agents; }
 
 std::string Store::backend() const { return std::string(impl_->dialect.name()); }
 
@@ -271,8 +278,7 @@ Stats Store::stats() const {
       " (SELECT COUNT(*) FROM conversations WHERE status = 'abandoned'),"
       " (SELECT COUNT(*) FROM conversations WHERE status = 'archived'),"
       " (SELECT COUNT(*) FROM messages),"
-      " (SELECT COUNT(*) FROM (SELECT agent FROM conversations WHERE agent IS NOT NULL"
-      "   UNION SELECT agent FROM messages WHERE agent IS NOT NULL) AS a)"};
+      " (SELECT COUNT(*) FROM agents)"};
   return impl_->read(Op{"reading store statistics"}, [](Connection& c) {
     Stats s;
     Stmt(c, q)

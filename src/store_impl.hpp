@@ -10,6 +10,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "agent_cache.hpp"
+#include "convstore/agent_state_store.hpp"
 #include "convstore/conversation_store.hpp"
 #include "convstore/store.hpp"
 #include "db/connection.hpp"
@@ -40,6 +42,8 @@ class Store::Impl {
   const detail::Dialect& dialect;
   detail::Pool pool;
   ConversationStore conversations{this};
+  AgentStateStore agents{this};
+  detail::AgentCache agent_cache;
   int schema_version = 0;
 
   detail::Backend backend() const noexcept { return dialect.backend(); }

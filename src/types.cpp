@@ -113,6 +113,7 @@ constexpr std::array<std::string_view, 5> kKinds{"text", "tool_call", "tool_resp
                                                  "error"};
 constexpr std::array<std::string_view, 4> kStatuses{"active", "completed", "abandoned", "archived"};
 constexpr std::array<std::string_view, 3> kDataKinds{"partial", "complete", "missing_fields"};
+constexpr std::array<std::string_view, 3> kScopeKinds{"conversation", "session", "named"};
 
 template <std::size_t N>
 std::string_view name_of(const std::array<std::string_view, N>& names, int i) noexcept {
@@ -127,6 +128,13 @@ std::string_view to_string(ConversationStatus s) noexcept {
   return name_of(kStatuses, static_cast<int>(s));
 }
 std::string_view to_string(DataKind k) noexcept { return name_of(kDataKinds, static_cast<int>(k)); }
+
+std::string_view to_string(StateScope::Kind k) noexcept {
+  return name_of(kScopeKinds, static_cast<int>(k));
+}
+StateScope::Kind parse_state_scope_kind(std::string_view s) {
+  return parse_name<StateScope::Kind>(s, kScopeKinds, "state scope kind");
+}
 
 Role parse_role(std::string_view s) { return parse_name<Role>(s, kRoles, "message role"); }
 MessageKind parse_message_kind(std::string_view s) {
@@ -213,6 +221,39 @@ Json to_json(const Question& q) {
               {"asked_at", to_iso8601(q.asked_at)},
               {"answered_at", opt(q.answered_at)},
               {"answer", opt(q.answer)}};
+}
+
+Json to_json(const Agent& a) {
+  return Json{{"id", a.id},
+              {"name", a.name},
+              {"description", a.description},
+              {"type", a.type},
+              {"persona",
+               {{"name", a.persona.name},
+                {"description", a.persona.description},
+                {"personality", a.persona.personality},
+                {"expertise", a.persona.expertise},
+                {"extra", a.persona.extra}}},
+              {"config", a.config},
+              {"tools", a.tools},
+              {"sub_agents", a.sub_agents},
+              {"planner", opt(a.planner)},
+              {"version", a.version},
+              {"active", a.active},
+              {"usage_count", a.usage_count},
+              {"last_used_at", opt(a.last_used_at)},
+              {"metadata", a.metadata},
+              {"created_at", to_iso8601(a.created_at)},
+              {"updated_at", to_iso8601(a.updated_at)}};
+}
+
+Json to_json(const AgentState& s) {
+  return Json{{"scope", {{"kind", to_string(s.scope.kind)}, {"key", s.scope.key}}},
+              {"agent", s.agent},
+              {"state", s.state},
+              {"version", s.version},
+              {"created_at", to_iso8601(s.created_at)},
+              {"updated_at", to_iso8601(s.updated_at)}};
 }
 
 Json ConversationContext::to_json() const {

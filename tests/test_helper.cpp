@@ -6,6 +6,9 @@
 // database.
 //   convstore_test_helper open URL
 //   convstore_test_helper append URL CONVERSATION_ID COUNT TAG
+//   convstore_test_helper use URL AGENT COUNT          (record uses)
+//   convstore_test_helper save URL SCOPE AGENT VERSION WRITER
+//       (save {"writer": WRITER} expecting VERSION; exit 3 on conflict)
 #include <convstore/convstore.hpp>
 #include <cstdlib>
 #include <iostream>
@@ -29,6 +32,21 @@ int main(int argc, char** argv) {
         store.conversations().append(id, m);
       }
       return 0;
+    }
+    if (job == "use" && argc == 5) {
+      int count = std::stoi(argv[4]);
+      for (int i = 0; i < count; ++i) store.agents().record_use(argv[3]);
+      return 0;
+    }
+    if (job == "save" && argc == 7) {
+      try {
+        store.agents().save_state(convstore::StateScope::named(argv[3]), argv[4],
+                                  {{"writer", argv[6]}}, std::stoll(argv[5]));
+        return 0;
+      } catch (const convstore::Error& e) {
+        if (e.code() == convstore::ErrorCode::conflict) return 3;
+        throw;
+      }
     }
     return 2;
   } catch (const convstore::Error& e) {

@@ -148,6 +148,12 @@ TEST_CASE_TEMPLATE("stats counts users, conversations by status, messages and ag
   m.agent = "IncomeAgent";
   cs.append(a.id, m);
   cs.append(a.id, m);
+  NewAgent agent;
+  agent.id = "ExpenseAgent";
+  store.agents().create_agent(agent);
+  agent.id = "IncomeAgent";
+  store.agents().create_agent(agent);
+  store.agents().deactivate_agent("IncomeAgent");
   Stats s = store.stats();
   CHECK(s.users == 1);
   CHECK(s.conversations == 3);

@@ -3,6 +3,7 @@
 #pragma once
 
 // The whole public API of convstore.
+#include "convstore/agent_state_store.hpp"
 #include "convstore/config.hpp"
 #include "convstore/conversation_store.hpp"
 #include "convstore/error.hpp"

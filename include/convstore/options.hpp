@@ -42,6 +42,13 @@ struct Options {
   // Apply the missing schema migrations on open. When false, open fails with
   // Error(failed_precondition) if the schema is not current.
   bool migrate = true;
+  // How long an agent read through AgentStateStore may be served from the
+  // in-process cache: writes through this store keep the cache right at
+  // once; a change made by another process is seen within this time.
+  // Zero turns the cache off.
+  std::chrono::milliseconds agent_cache_ttl{2000};
+  // How many earlier versions of each agent state are kept (0: none).
+  std::size_t state_history = 10;
   // Called after every statement with its SQL text and duration, from the
   // calling thread. Must not throw and must not call back into the store.
   std::function<void(const StatementEvent&)> on_statement;

@@ -18,6 +18,7 @@
 
 namespace convstore {
 
+class AgentStateStore;
 class ConversationStore;
 
 // What Store::health() found.
@@ -38,7 +39,7 @@ struct Stats {
   std::int64_t abandoned = 0;
   std::int64_t archived = 0;
   std::int64_t messages = 0;
-  std::int64_t agents = 0;
+  std::int64_t agents = 0;  // registered agents, active or not
 };
 
 // An open database: the connection pool, the schema, and the stores reached
@@ -71,6 +72,8 @@ class CONVSTORE_EXPORT Store {
 
   // The conversations, users, messages, snapshots and questions.
   ConversationStore& conversations();
+  // The agent registry and the agents' state.
+  AgentStateStore& agents();
 
   // "sqlite" or "postgresql".
   std::string backend() const;

@@ -303,10 +303,122 @@ struct ConversationContext {
   CONVSTORE_EXPORT Json to_json() const;
 };
 
+// ---- agents (seed 004 registry) and their state (seed 001) ----
+
+// How an agent presents itself (seed 004 persona_* fields).
+struct AgentPersona {
+  std::string name;
+  std::string description;
+  std::string personality;
+  std::vector<std::string> expertise;
+  Json extra = Json::object();  // any further persona fields
+};
+
+// A registered agent. `id` is chosen by the app.
+struct Agent {
+  std::string id;
+  std::string name;
+  std::string description;
+  std::string type = "regular";  // regular, sequential, parallel, or the app's own
+  AgentPersona persona;
+  Json config = Json::object();
+  std::vector<std::string> tools;
+  std::vector<std::string> sub_agents;  // ids of registered agents, no cycles
+  std::optional<std::string> planner;
+  std::int64_t version = 1;  // moves with every update
+  bool active = true;        // false after a soft delete
+  std::int64_t usage_count = 0;
+  std::optional<Timestamp> last_used_at;
+  Json metadata = Json::object();
+  Timestamp created_at{};
+  Timestamp updated_at{};
+};
+
+struct NewAgent {
+  std::string id;  // 1..200 characters, no control characters
+  std::string name;
+  std::string description;
+  std::string type = "regular";
+  AgentPersona persona;
+  Json config = Json::object();
+  std::vector<std::string> tools;
+  std::vector<std::string> sub_agents;
+  std::optional<std::string> planner;
+  Json metadata = Json::object();
+};
+
+// Changes to an agent: a set field replaces the stored value (an empty
+// planner clears it); `metadata_patch` is merged (RFC 7396).
+struct AgentUpdate {
+  std::optional<std::string> name;
+  std::optional<std::string> description;
+  std::optional<std::string> type;
+  std::optional<AgentPersona> persona;
+  std::optional<Json> config;
+  std::optional<std::vector<std::string>> tools;
+  std::optional<std::vector<std::string>> sub_agents;
+  std::optional<std::string> planner;
+  std::optional<Json> metadata_patch;
+  // When set, the update fails with Error(conflict) unless the stored
+  // version equals it (someone else changed the agent in between).
+  std::optional<std::int64_t> expected_version;
+};
+
+// Which agents AgentStateStore::list_agents returns, ordered by id.
+struct AgentFilter {
+  bool include_inactive = false;
+  std::optional<std::string> type;
+  std::size_t limit = 50;  // 1 .. 1000
+  std::string cursor;      // next_cursor of the previous page
+};
+
+// Where an agent's state lives. Build one with the factories:
+//   StateScope::conversation(id)  the state of one conversation; deleted with it
+//   StateScope::session("abc")    seed 001: the conversation whose key is "abc";
+//                                 cleanup_orphaned_states() removes it once
+//                                 no conversation has that key
+//   StateScope::named("user:42")  any other scope the app chooses (per-user
+//                                 memory, a global scope); never cleaned up
+struct StateScope {
+  enum class Kind { conversation, session, named };
+  Kind kind = Kind::named;
+  std::string key;  // the conversation id as text for Kind::conversation
+
+  static StateScope conversation(ConversationId id) {
+    return {Kind::conversation, std::to_string(id)};
+  }
+  static StateScope session(std::string key) { return {Kind::session, std::move(key)}; }
+  static StateScope named(std::string key) { return {Kind::named, std::move(key)}; }
+  bool operator==(const StateScope& o) const { return kind == o.kind && key == o.key; }
+};
+
+CONVSTORE_EXPORT std::string_view to_string(StateScope::Kind k) noexcept;
+// Throws Error(invalid_argument) naming the value.
+CONVSTORE_EXPORT StateScope::Kind parse_state_scope_kind(std::string_view s);
+
+// One agent's state in one scope.
+struct AgentState {
+  StateScope scope;
+  std::string agent;
+  Json state = Json::object();
+  std::int64_t version = 0;  // 0: nothing stored yet
+  Timestamp created_at{};
+  Timestamp updated_at{};
+};
+
+// An earlier version of a state, kept in its history.
+struct AgentStateVersion {
+  std::int64_t version = 0;
+  Json state = Json::object();
+  Timestamp saved_at{};
+};
+
 // JSON forms of the value types (timestamps as ISO 8601 strings).
 CONVSTORE_EXPORT Json to_json(const User& u);
 CONVSTORE_EXPORT Json to_json(const Conversation& c);
 CONVSTORE_EXPORT Json to_json(const Message& m);
 CONVSTORE_EXPORT Json to_json(const Question& q);
+CONVSTORE_EXPORT Json to_json(const Agent& a);
+CONVSTORE_EXPORT Json to_json(const AgentState& s);
 
 }  // namespace convstore

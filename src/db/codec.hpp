@@ -21,6 +21,7 @@ inline void parse_enum(const std::string& s, ConversationStatus& st) {
   st = parse_conversation_status(s);
 }
 inline void parse_enum(const std::string& s, DataKind& k) { k = parse_data_kind(s); }
+inline void parse_enum(const std::string& s, StateScope::Kind& k) { k = parse_state_scope_kind(s); }
 
 // Appends `s`, already checked to be valid UTF-8, to `out` as a JSON string
 // literal. nlohmann's serializer re-decodes every character to validate it,

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -118,6 +119,9 @@ class Connection {
   int depth = 0;
   // Set when the session was found unusable; the pool drops it.
   bool broken = false;
+  // Run after the open transaction commits (cache invalidation); dropped
+  // when it rolls back.
+  std::vector<std::function<void()>> after_commit;
   // PostgreSQL: a statement failed inside the open transaction, which the
   // server has therefore aborted; why, for the error that ends it.
   std::string doomed;

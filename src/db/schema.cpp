@@ -105,6 +105,53 @@ const char* const kMigration1[] = {
     "CREATE INDEX agent_questions_conversation ON agent_questions (conversation_id, id)",
 };
 
+// Migration 2: the agent registry, agent state and its history.
+const char* const kMigration2[] = {
+    R"(CREATE TABLE agents (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL DEFAULT '',
+  description TEXT NOT NULL DEFAULT '',
+  type TEXT NOT NULL DEFAULT 'regular',
+  persona {json} NOT NULL DEFAULT '{{}}',
+  config {json} NOT NULL DEFAULT '{{}}',
+  tools {json} NOT NULL DEFAULT '[]',
+  sub_agents {json} NOT NULL DEFAULT '[]',
+  planner TEXT,
+  version {big} NOT NULL DEFAULT 1,
+  active {bool} NOT NULL DEFAULT TRUE,
+  usage_count {big} NOT NULL DEFAULT 0,
+  last_used_at {ts},
+  metadata {json} NOT NULL DEFAULT '{{}}',
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL
+))",
+    "CREATE INDEX agents_type ON agents (type, id)",
+    R"(CREATE TABLE agent_states (
+  scope_kind TEXT NOT NULL CHECK (scope_kind IN ('conversation', 'session', 'named')),
+  scope_key TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  conversation_id {big} REFERENCES conversations (id) ON DELETE CASCADE,
+  state {json} NOT NULL,
+  version {big} NOT NULL,
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL,
+  PRIMARY KEY (scope_kind, scope_key, agent)
+))",
+    "CREATE INDEX agent_states_agent ON agent_states (agent, updated_at)",
+    "CREATE INDEX agent_states_conversation ON agent_states (conversation_id)",
+    R"(CREATE TABLE agent_state_history (
+  scope_kind TEXT NOT NULL,
+  scope_key TEXT NOT NULL,
+  agent TEXT NOT NULL,
+  version {big} NOT NULL,
+  state {json} NOT NULL,
+  saved_at {ts} NOT NULL,
+  PRIMARY KEY (scope_kind, scope_key, agent, version),
+  FOREIGN KEY (scope_kind, scope_key, agent)
+    REFERENCES agent_states (scope_kind, scope_key, agent) ON DELETE CASCADE
+))",
+};
+
 }  // namespace
 
 std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
@@ -113,14 +160,16 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean));
   };
-  std::vector<std::vector<std::string>> out(1);
+  std::vector<std::vector<std::string>> out(2);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
+  for (const char* sql : kMigration2) out[1].push_back(expand(sql));
   return out;
 }
 
 const std::vector<std::string>& migration_descriptions() {
   static const std::vector<std::string> d{
-      "users, channel configs, conversations, messages, data snapshots, agent questions"};
+      "users, channel configs, conversations, messages, data snapshots, agent questions",
+      "agent registry, agent state and its history"};
   return d;
 }
 

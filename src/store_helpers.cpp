@@ -1,0 +1,60 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#include "store_helpers.hpp"
+
+#include <fmt/format.h>
+
+namespace convstore::detail {
+
+namespace {
+
+// True when a string or key anywhere in `j` holds a NUL character.
+bool has_nul(const Json& j) {
+  if (j.is_string()) return j.get_ref<const std::string&>().find('\0') != std::string::npos;
+  if (j.is_object()) {
+    for (const auto& item : j.items()) {
+      if (item.key().find('\0') != std::string::npos || has_nul(item.value())) return true;
+    }
+  } else if (j.is_array()) {
+    for (const auto& v : j) {
+      if (has_nul(v)) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string json_text(const Json& j, std::string_view what) {
+  std::string text;
+  try {
+    text = j.dump();
+  } catch (const Json::exception& e) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{} is not valid JSON text: {}", what, e.what()));
+  }
+  // Only a dump with an escaped NUL can hold one: walk the tree only then
+  // (the text "\\u0000" itself is fine).
+  if (text.find("\\u0000") != std::string::npos && has_nul(j)) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{} contains a NUL character", what));
+  }
+  return text;
+}
+
+void check_id(std::string_view id, std::string_view what) {
+  if (id.empty()) throw Error(ErrorCode::invalid_argument, fmt::format("{} is empty", what));
+  if (id.size() > 200) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{} is {} bytes long (at most 200)", what, id.size()));
+  }
+  check_text(id, what);
+  for (char ch : id) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("{} contains a control character (0x{:02x})", what, c));
+    }
+  }
+}
+
+}  // namespace convstore::detail

@@ -1,0 +1,69 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// What every store uses to read rows and check its input, so that the stores
+// answer alike on both backends.
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "convstore/types.hpp"
+#include "db/codec.hpp"
+#include "db/statement.hpp"
+
+namespace convstore::detail {
+
+// Row readers: bind the columns of a table's column list, in order, to the
+// fields of a value. Each store defines those of its tables.
+void read_row(Stmt& s, User& u);
+void read_row(Stmt& s, ChannelConfig& c);
+void read_row(Stmt& s, Conversation& c);
+void read_row(Stmt& s, Message& m);
+void read_row(Stmt& s, Question& q);
+void read_row(Stmt& s, DataSnapshot& d);
+void read_row(Stmt& s, AgentState& a);
+void read_row(Stmt& s, AgentStateVersion& v);
+
+// Runs `s` (parameters bound) and reads its one row, if any.
+template <class T>
+std::optional<T> fetch_one(Stmt& s) {
+  T row;
+  read_row(s, row);
+  if (!s.one()) return std::nullopt;
+  return row;
+}
+
+// Runs `s` and reads every row (`expected` sizes the result up front).
+template <class T>
+std::vector<T> fetch_all(Stmt& s, std::size_t expected = 0) {
+  std::vector<T> rows;
+  rows.reserve(expected);
+  T row;
+  read_row(s, row);
+  while (s.next()) rows.push_back(std::move(row));
+  return rows;
+}
+
+inline void check_opt(const std::optional<std::string>& v, std::string_view what) {
+  if (v) check_text(*v, what);
+}
+
+// An empty string clears an optional field.
+inline std::optional<std::string> cleared(const std::string& v) {
+  if (v.empty()) return std::nullopt;
+  return v;
+}
+
+// JSON as stored text. Invalid UTF-8 inside, or a NUL character (which
+// PostgreSQL's JSONB refuses), is invalid_argument on both backends.
+std::string json_text(const Json& j, std::string_view what);
+
+// An identifier chosen by the app (agent id, scope key): 1..200 characters
+// of valid UTF-8 without control characters; else Error(invalid_argument)
+// naming `what`.
+void check_id(std::string_view id, std::string_view what);
+
+}  // namespace convstore::detail
