@@ -55,6 +55,13 @@ class Baseline {
   // for the first page.
   virtual std::vector<RawConversation> list(long long user, const std::string& after_time,
                                             long long after_id, int limit) = 0;
+  // W3: upsert a session-scoped agent state (one committed statement), and
+  // load it (JSON parsed).
+  virtual void upsert_state(const std::string& scope, const std::string& agent,
+                            const convstore::Json& state) = 0;
+  virtual convstore::Json load_state(const std::string& scope, const std::string& agent) = 0;
+  // The raw read a cached agent saves: the registry row, JSON decoded.
+  virtual convstore::Json load_agent_config(const std::string& id) = 0;
 };
 
 std::unique_ptr<Baseline> sqlite_baseline(const std::string& path, bool full_sync);

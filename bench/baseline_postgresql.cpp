@@ -76,6 +76,18 @@ class PostgresqlBaseline final : public Baseline {
         "model_override, external_ref, message_count, version, last_message_at, metadata, "
         "created_at, updated_at FROM conversations WHERE user_id = $1 ";
     prepare("first_page", cols + "ORDER BY updated_at DESC, id DESC LIMIT $2");
+    prepare("upsert_state",
+            "INSERT INTO agent_states (scope_kind, scope_key, agent, state, version, created_at, "
+            "updated_at) VALUES ('session', $1, $2, $3, 1, $4, $4) ON CONFLICT (scope_kind, "
+            "scope_key, agent) DO UPDATE SET state = excluded.state, version = "
+            "agent_states.version + 1, updated_at = excluded.updated_at");
+    prepare("load_state",
+            "SELECT state FROM agent_states WHERE scope_kind = 'session' AND scope_key = $1 AND "
+            "agent = $2");
+    prepare("load_agent",
+            "SELECT id, name, description, type, persona, config, tools, sub_agents, planner, "
+            "version, active, usage_count, last_used_at, metadata, created_at, updated_at FROM "
+            "agents WHERE id = $1");
     prepare("next_page",
             cols + "AND (updated_at, id) < ($3, $4) ORDER BY updated_at DESC, id DESC LIMIT $2");
   }
@@ -180,6 +192,32 @@ class PostgresqlBaseline final : public Baseline {
       out.push_back(std::move(c));
     }
     return out;
+  }
+
+  void upsert_state(const std::string& scope, const std::string& agent,
+                    const convstore::Json& state) override {
+    std::string text = state.dump(), t = now_text();
+    const char* params[] = {scope.c_str(), agent.c_str(), text.c_str(), t.c_str()};
+    check(Result(PQexecPrepared(c_, "upsert_state", 4, params, nullptr, nullptr, 0)).get(),
+          PGRES_COMMAND_OK);
+  }
+
+  convstore::Json load_state(const std::string& scope, const std::string& agent) override {
+    const char* params[] = {scope.c_str(), agent.c_str()};
+    Result r(PQexecPrepared(c_, "load_state", 2, params, nullptr, nullptr, 0));
+    check(r.get(), PGRES_TUPLES_OK);
+    return PQntuples(r.get()) > 0 ? json(r.get(), 0, 0) : convstore::Json::object();
+  }
+
+  convstore::Json load_agent_config(const std::string& id) override {
+    const char* params[] = {id.c_str()};
+    Result res(PQexecPrepared(c_, "load_agent", 1, params, nullptr, nullptr, 0));
+    PGresult* r = res.get();
+    check(r, PGRES_TUPLES_OK);
+    if (PQntuples(r) == 0) return nullptr;
+    return {{"id", col(r, 0, 0)},        {"name", col(r, 0, 1)},   {"persona", json(r, 0, 4)},
+            {"config", json(r, 0, 5)},   {"tools", json(r, 0, 6)}, {"sub_agents", json(r, 0, 7)},
+            {"metadata", json(r, 0, 13)}};
   }
 
  private:

@@ -56,11 +56,24 @@ class SqliteBaseline final : public Baseline {
         "model_override, external_ref, message_count, version, last_message_at, metadata, "
         "created_at, updated_at FROM conversations WHERE user_id = ? ";
     first_page_ = prepare(std::string(cols) + "ORDER BY updated_at DESC, id DESC LIMIT ?");
+    upsert_state_ = prepare(
+        "INSERT INTO agent_states (scope_kind, scope_key, agent, state, version, created_at, "
+        "updated_at) VALUES ('session', ?, ?, ?, 1, ?, ?) ON CONFLICT (scope_kind, scope_key, "
+        "agent) DO UPDATE SET state = excluded.state, version = agent_states.version + 1, "
+        "updated_at = excluded.updated_at");
+    load_state_ = prepare(
+        "SELECT state FROM agent_states WHERE scope_kind = 'session' AND scope_key = ? AND "
+        "agent = ?");
+    load_agent_ = prepare(
+        "SELECT id, name, description, type, persona, config, tools, sub_agents, planner, "
+        "version, active, usage_count, last_used_at, metadata, created_at, updated_at FROM "
+        "agents WHERE id = ?");
     next_page_ = prepare(std::string(cols) +
                          "AND (updated_at, id) < (?, ?) ORDER BY updated_at DESC, id DESC LIMIT ?");
   }
   ~SqliteBaseline() override {
-    for (auto* st : {begin_, commit_, insert_, count_, recent_, first_page_, next_page_}) {
+    for (auto* st : {begin_, commit_, insert_, count_, recent_, first_page_, next_page_,
+                     upsert_state_, load_state_, load_agent_}) {
       sqlite3_finalize(st);
     }
     sqlite3_close(db_);
@@ -153,6 +166,39 @@ class SqliteBaseline final : public Baseline {
     return out;
   }
 
+  void upsert_state(const std::string& scope, const std::string& agent,
+                    const convstore::Json& state) override {
+    std::string text = state.dump(), t = now_text();
+    sqlite3_bind_text(upsert_state_, 1, scope.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(upsert_state_, 2, agent.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(upsert_state_, 3, text.c_str(), static_cast<int>(text.size()), SQLITE_STATIC);
+    sqlite3_bind_text(upsert_state_, 4, t.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(upsert_state_, 5, t.c_str(), -1, SQLITE_STATIC);
+    step(upsert_state_);
+  }
+
+  convstore::Json load_state(const std::string& scope, const std::string& agent) override {
+    sqlite3_bind_text(load_state_, 1, scope.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(load_state_, 2, agent.c_str(), -1, SQLITE_STATIC);
+    convstore::Json out = convstore::Json::object();
+    if (sqlite3_step(load_state_) == SQLITE_ROW) out = json(load_state_, 0);
+    sqlite3_reset(load_state_);
+    return out;
+  }
+
+  convstore::Json load_agent_config(const std::string& id) override {
+    sqlite3_bind_text(load_agent_, 1, id.c_str(), -1, SQLITE_STATIC);
+    convstore::Json out;
+    if (sqlite3_step(load_agent_) == SQLITE_ROW) {
+      out = {{"id", col(load_agent_, 0)},        {"name", col(load_agent_, 1)},
+             {"persona", json(load_agent_, 4)},  {"config", json(load_agent_, 5)},
+             {"tools", json(load_agent_, 6)},    {"sub_agents", json(load_agent_, 7)},
+             {"metadata", json(load_agent_, 13)}};
+    }
+    sqlite3_reset(load_agent_);
+    return out;
+  }
+
  private:
   void exec(const char* sql) {
     if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
@@ -190,7 +236,8 @@ class SqliteBaseline final : public Baseline {
   }
 
   sqlite3* db_ = nullptr;
-  sqlite3_stmt *begin_, *commit_, *insert_, *count_, *recent_, *first_page_, *next_page_;
+  sqlite3_stmt *begin_, *commit_, *insert_, *count_, *recent_, *first_page_, *next_page_,
+      *upsert_state_, *load_state_, *load_agent_;
 };
 
 }  // namespace

@@ -8,7 +8,10 @@
 //   W2    2,000 x 100 messages prefilled; 5,000 loads of the last 50 messages
 //   list  a user with 10,000 conversations: first page, and page 50 by cursor
 //
-//   convstore_bench [--pg URL] [--no-sqlite] [--dir DIR] [--only w1|w2|list]
+//   W3    1,000 agent-state keys: 10,000 upserts of ~1 KB, 10,000 reads;
+//         cached agent reads
+//
+//   convstore_bench [--pg URL] [--no-sqlite] [--dir DIR] [--only w1|w2|list|w3]
 //                   [--repeat N] [--quick]
 #include <libpq-fe.h>
 
@@ -31,6 +34,7 @@ struct Scale {
   int w1_conversations = 100, w1_messages = 100;
   int w2_conversations = 2000, w2_messages = 100, w2_loads = 5000;
   int list_conversations = 10000, list_runs = 500;
+  int w3_keys = 1000, w3_ops = 10000;
 };
 
 // A fresh database for one workload and how to reach it from both sides.
@@ -247,6 +251,95 @@ std::vector<bench::Row> run_list(Databases& dbs, bool sqlite, const Scale& s) {
           {"list page 50 by cursor", "p50 (us)", fifty.percentile(50), fifty_raw.percentile(50)}};
 }
 
+// W3: 1,000 (session, agent) keys; 10,000 upserts of a ~1 KB state, each
+// committed; 10,000 reads. convstore keeps no history here (the baseline
+// keeps none); cached agent reads against the raw row read they save.
+Json w3_state(int i) {
+  Json s = Json::object();
+  s["turn"] = i;
+  s["intent"] = "schedule_meeting";
+  s["slots"] = {{"date", "2026-11-24"}, {"time", "15:00"}, {"duration", 45}};
+  for (int k = 0; s.dump().size() < 1000; ++k) {
+    s["note_" + std::to_string(k)] = "remember what the user said about it, " + std::to_string(k);
+  }
+  return s;
+}
+
+std::vector<bench::Row> run_w3(Databases& dbs, bool sqlite, const Scale& s) {
+  const int keys = s.w3_keys, ops = s.w3_ops;
+  auto cs_db = dbs.fresh(sqlite, "w3_convstore");
+  auto raw_db = dbs.fresh(sqlite, "w3_raw");
+  Options o;
+  o.state_history = 0;
+  auto store = Store::open(cs_db.url, o);
+  Store::open(raw_db.url).agents();  // creates the schema for the baseline
+  auto raw = baseline(raw_db);
+  auto& ag = store.agents();
+  std::vector<Json> states;
+  for (int i = 0; i < 16; ++i) states.push_back(w3_state(i));
+  double cs_w = 0, raw_w = 0, cs_r = 0, raw_r = 0;
+  for (int i = 0; i < ops; ++i) {
+    std::string key = "session-" + std::to_string(i % keys);
+    const Json& state = states[static_cast<std::size_t>(i) % states.size()];
+    auto t0 = Clock::now();
+    ag.save_state(StateScope::session(key), "planner", state);
+    cs_w += bench::seconds_since(t0);
+    t0 = Clock::now();
+    raw->upsert_state(key, "planner", state);
+    raw_w += bench::seconds_since(t0);
+  }
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> pick(0, keys - 1);
+  std::size_t sizes = 0;
+  for (int i = 0; i < ops; ++i) {
+    std::string key = "session-" + std::to_string(pick(rng));
+    auto t0 = Clock::now();
+    sizes += ag.load_state(StateScope::session(key), "planner").size();
+    cs_r += bench::seconds_since(t0);
+    t0 = Clock::now();
+    sizes += raw->load_state(key, "planner").size();
+    raw_r += bench::seconds_since(t0);
+  }
+  if (sizes == 0) std::cerr << "W3: empty reads\n";
+  // Cached agent reads.
+  NewAgent n;
+  n.id = "planner";
+  n.persona.personality = "careful";
+  n.config = {{"model", "gpt-4o"}, {"temperature", 0.1}};
+  n.tools = {"calendar", "search"};
+  ag.create_agent(n);
+  Store::open(raw_db.url).agents().create_agent(n);
+  bench::Samples cached, direct;
+  for (int i = 0; i < 20000; ++i) {
+    auto t0 = Clock::now();
+    auto a = ag.get_agent("planner");
+    cached.add(t0);
+    if (!a) std::cerr << "W3: agent missing\n";
+  }
+  for (int i = 0; i < 2000; ++i) {
+    auto t0 = Clock::now();
+    raw->load_agent_config("planner");
+    direct.add(t0);
+  }
+  // The same upserts with the default history (10 versions kept), against
+  // the baseline's figure above (which keeps none).
+  auto hist_db = dbs.fresh(sqlite, "w3_history");
+  auto with_history = Store::open(hist_db.url);
+  double cs_h = 0;
+  for (int i = 0; i < ops; ++i) {
+    std::string key = "session-" + std::to_string(i % keys);
+    auto t0 = Clock::now();
+    with_history.agents().save_state(StateScope::session(key), "planner",
+                                     states[static_cast<std::size_t>(i) % states.size()]);
+    cs_h += bench::seconds_since(t0);
+  }
+  return {{"W3 state upsert", "(ops/s)", ops / cs_w, ops / raw_w},
+          {"W3 state upsert, keeping 10 versions", "(ops/s)", ops / cs_h, ops / raw_w},
+          {"W3 state read", "(ops/s)", ops / cs_r, ops / raw_r},
+          {"cached get_agent vs raw row read", "p50 (us)", cached.percentile(50),
+           direct.percentile(50)}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -268,10 +361,10 @@ int main(int argc, char** argv) {
     } else if (a == "--repeat" && i + 1 < argc) {
       repeat = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--quick") {
-      scale = Scale{10, 100, 200, 100, 500, 2000, 100};
+      scale = Scale{10, 100, 200, 100, 500, 2000, 100, 100, 1000};
     } else {
       std::cerr << "usage: convstore_bench [--pg URL] [--no-sqlite] [--dir DIR] [--only "
-                   "w1|w2|list] [--repeat N] [--quick]\n";
+                   "w1|w2|list|w3] [--repeat N] [--quick]\n";
       return 2;
     }
   }
@@ -292,6 +385,7 @@ int main(int argc, char** argv) {
       if (only.empty() || only == "w1") add(run_w1_median(dbs, sqlite, scale, repeat));
       if (only.empty() || only == "w2") add(run_w2(dbs, sqlite, scale));
       if (only.empty() || only == "list") add(run_list(dbs, sqlite, scale));
+      if (only.empty() || only == "w3") add(run_w3(dbs, sqlite, scale));
       bench::print_rows(sqlite ? "sqlite" : "postgresql", rows);
     }
   } catch (const std::exception& e) {

@@ -76,7 +76,7 @@ inline void print_rows(const std::string& backend, const std::vector<Row>& rows)
               "raw baseline", "ratio");
   for (const auto& r : rows) {
     double ratio = r.convstore / r.baseline;
-    std::printf("%-12s %-48s %14.1f %14.1f %7.2fx\n", "", (r.workload + " " + r.metric).c_str(),
+    std::printf("%-12s %-48s %14.2f %14.2f %7.2fx\n", "", (r.workload + " " + r.metric).c_str(),
                 r.convstore, r.baseline, ratio);
   }
   std::fflush(stdout);

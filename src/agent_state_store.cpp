@@ -234,24 +234,44 @@ void check_state(const Json& state, std::string_view what) {
 // Stores `state` under (scope, agent) inside the open transaction, honouring
 // the expected version, and records it in the history. Returns the stored
 // state.
+// The three ways to write a state: upsert (no version named), create (the
+// caller expects version 0), replace (the caller names the version it read).
+#define CS_STATE_UPSERT                                                                       \
+  "INSERT INTO agent_states (scope_kind, scope_key, agent, conversation_id, state, version, " \
+  "created_at, updated_at) VALUES (:k, :key, :a, :c, :s, 1, :t1, :t2) "                       \
+  "ON CONFLICT (scope_kind, scope_key, agent) DO UPDATE SET state = excluded.state, "         \
+  "version = agent_states.version + 1, updated_at = excluded.updated_at RETURNING " CS_STATE_COLS
+#define CS_STATE_CREATE                                                                       \
+  "INSERT INTO agent_states (scope_kind, scope_key, agent, conversation_id, state, version, " \
+  "created_at, updated_at) VALUES (:k, :key, :a, :c, :s, 1, :t1, :t2) "                       \
+  "ON CONFLICT (scope_kind, scope_key, agent) DO NOTHING RETURNING " CS_STATE_COLS
+#define CS_STATE_REPLACE                                                        \
+  "UPDATE agent_states SET state = :s, version = version + 1, updated_at = :t " \
+  "WHERE scope_kind = :k AND scope_key = :key AND agent = :a AND version = :v " \
+  "RETURNING " CS_STATE_COLS
+// PostgreSQL keeps the history in the same statement (one round trip): the
+// written row feeds the history insert, and older versions are trimmed.
+#define CS_STATE_WITH_HISTORY(write)                                                       \
+  "WITH s AS (" write                                                                      \
+  "), h AS (INSERT INTO agent_state_history (scope_kind, scope_key, "                      \
+  "agent, version, state, saved_at) SELECT scope_kind, scope_key, agent, version, state, " \
+  "updated_at FROM s), d AS (DELETE FROM agent_state_history WHERE scope_kind = :hk AND "  \
+  "scope_key = :hkey AND agent = :ha AND version <= (SELECT version FROM s) - :keep) "     \
+  "SELECT " CS_STATE_COLS " FROM s"
+
+// Stores `state` under (scope, agent), honouring the expected version, and
+// records it in the history. On PostgreSQL this is one statement; on SQLite
+// it needs the caller's transaction when `history` > 0.
 AgentState store_state(Connection& c, const StateScope& scope,
                        std::optional<ConversationId> conversation, const std::string& agent,
                        const Json& state, std::optional<std::int64_t> expected,
                        std::size_t history) {
-  static const Sql upsert{
-      "INSERT INTO agent_states (scope_kind, scope_key, agent, conversation_id, state, version, "
-      "created_at, updated_at) VALUES (:k, :key, :a, :c, :s, 1, :t1, :t2) "
-      "ON CONFLICT (scope_kind, scope_key, agent) DO UPDATE SET state = excluded.state, "
-      "version = agent_states.version + 1, updated_at = excluded.updated_at "
-      "RETURNING " CS_STATE_COLS};
-  static const Sql create{
-      "INSERT INTO agent_states (scope_kind, scope_key, agent, conversation_id, state, version, "
-      "created_at, updated_at) VALUES (:k, :key, :a, :c, :s, 1, :t1, :t2) "
-      "ON CONFLICT (scope_kind, scope_key, agent) DO NOTHING RETURNING " CS_STATE_COLS};
-  static const Sql replace{
-      "UPDATE agent_states SET state = :s, version = version + 1, updated_at = :t "
-      "WHERE scope_kind = :k AND scope_key = :key AND agent = :a AND version = :v "
-      "RETURNING " CS_STATE_COLS};
+  static const Sql upsert{CS_STATE_UPSERT};
+  static const Sql create{CS_STATE_CREATE};
+  static const Sql replace{CS_STATE_REPLACE};
+  static const Sql upsert_h{"", CS_STATE_WITH_HISTORY(CS_STATE_UPSERT)};
+  static const Sql create_h{"", CS_STATE_WITH_HISTORY(CS_STATE_CREATE)};
+  static const Sql replace_h{"", CS_STATE_WITH_HISTORY(CS_STATE_REPLACE)};
   static const Sql current{
       "SELECT version FROM agent_states WHERE scope_kind = :k AND scope_key = :key AND agent = :a"};
   static const Sql record{
@@ -260,22 +280,20 @@ AgentState store_state(Connection& c, const StateScope& scope,
   static const Sql trim{
       "DELETE FROM agent_state_history WHERE scope_kind = :k AND scope_key = :key AND agent = :a "
       "AND version <= :v"};
+  const bool combined = history > 0 && c.backend() == Backend::postgresql;
   std::string text = json_text(state, "agent state");
   Timestamp t = now();
-  std::optional<AgentState> out;
-  if (!expected) {
-    Stmt s(c, upsert);
-    s.in(scope.kind).in(scope.key).in(agent).in(conversation).in(text).in(t).in(t);
-    out = fetch_one<AgentState>(s);
-  } else if (*expected == 0) {
-    Stmt s(c, create);
-    s.in(scope.kind).in(scope.key).in(agent).in(conversation).in(text).in(t).in(t);
-    out = fetch_one<AgentState>(s);
-  } else {
-    Stmt s(c, replace);
+  const Sql& q = !expected        ? (combined ? upsert_h : upsert)
+                 : *expected == 0 ? (combined ? create_h : create)
+                                  : (combined ? replace_h : replace);
+  Stmt s(c, q);
+  if (expected && *expected > 0) {
     s.in(text).in(t).in(scope.kind).in(scope.key).in(agent).in(*expected);
-    out = fetch_one<AgentState>(s);
+  } else {
+    s.in(scope.kind).in(scope.key).in(agent).in(conversation).in(text).in(t).in(t);
   }
+  if (combined) s.in(scope.kind).in(scope.key).in(agent).in(history);
+  std::optional<AgentState> out = fetch_one<AgentState>(s);
   if (!out) {
     long long stored = 0;
     bool exists = Stmt(c, current).in(scope.kind).in(scope.key).in(agent).out(stored).one();
@@ -284,7 +302,7 @@ AgentState store_state(Connection& c, const StateScope& scope,
                             "expected {}",
                             agent, scope.key, exists ? stored : 0, *expected));
   }
-  if (history > 0) {
+  if (history > 0 && !combined) {
     Stmt(c, record).in(scope.kind).in(scope.key).in(agent).in(out->version).in(text).in(t).one();
     long long oldest_kept = out->version - static_cast<long long>(history);
     if (oldest_kept > 0) {
@@ -542,10 +560,16 @@ AgentState AgentStateStore::save_state(const StateScope& scope, std::string_view
   }
   const std::string a(agent);
   const std::size_t history = impl_->pool.options().state_history;
+  const Op op{"save agent state"};
+  auto run = [&](Connection& c) {
+    return store_state(c, scope, conversation, a, state, expected, history);
+  };
   try {
-    return impl_->write(Op{"save agent state"}, [&](Connection& c) {
-      return store_state(c, scope, conversation, a, state, expected, history);
-    });
+    // Without a history, or on PostgreSQL, the save is one statement,
+    // atomic on its own (the query that explains a conflict only reads): no
+    // BEGIN / COMMIT.
+    bool one_statement = history == 0 || impl_->backend() == Backend::postgresql;
+    return one_statement ? impl_->single(op, run) : impl_->write(op, run);
   } catch (const Error& e) {
     if (e.code() == ErrorCode::not_found && conversation) {
       throw Error(ErrorCode::not_found, fmt::format("conversation {} not found", *conversation),
