@@ -127,7 +127,7 @@ void check_agent_fields(const std::string& name, const std::string& description,
                         const std::string& type, const AgentPersona& persona, const Json& config,
                         const std::vector<std::string>& tools,
                         const std::vector<std::string>& sub_agents,
-                        const std::optional<std::string>& planner) {
+                        const std::optional<std::string>& planner, const Json& metadata) {
   check_text(name, "agent name");
   check_text(description, "agent description");
   check_id(type, "agent type");
@@ -143,7 +143,13 @@ void check_agent_fields(const std::string& name, const std::string& description,
   }
   for (const auto& t : tools) check_id(t, "agent tool name");
   for (const auto& s : sub_agents) check_id(s, "sub-agent id");
+  if (std::set<std::string>(sub_agents.begin(), sub_agents.end()).size() != sub_agents.size()) {
+    throw Error(ErrorCode::invalid_argument, "a sub-agent is listed twice");
+  }
   check_opt(planner, "agent planner");
+  if (!metadata.is_object()) {
+    throw Error(ErrorCode::invalid_argument, "agent metadata must be a JSON object");
+  }
 }
 
 // Checks that every sub-agent exists and that `id` is not reachable from
@@ -210,7 +216,8 @@ std::optional<ConversationId> check_scope(const StateScope& scope) {
     case StateScope::Kind::conversation: {
       ConversationId id = 0;
       auto r = std::from_chars(scope.key.data(), scope.key.data() + scope.key.size(), id);
-      if (r.ec != std::errc() || r.ptr != scope.key.data() + scope.key.size() || id <= 0) {
+      if (r.ec != std::errc() || r.ptr != scope.key.data() + scope.key.size() || id <= 0 ||
+          std::to_string(id) != scope.key) {
         throw Error(ErrorCode::invalid_argument,
                     fmt::format("conversation scope '{}' is not a conversation id", scope.key));
       }
@@ -320,16 +327,25 @@ AgentStateStore::AgentStateStore(Store::Impl* impl) : impl_(impl) {}
 
 namespace {
 
-// Keeps the cache right after a write: at once outside a transaction; inside
-// one the entry is dropped now and again at commit (the transaction's value
-// must not be served before it commits, nor the old one after).
-void cached_write(Store::Impl* impl, const Agent& a) {
+// Keeps the cache right after a write (`t` was taken before it): at once
+// outside a transaction; inside
+// one the entry is invalidated now and again at commit (the transaction's
+// value must not be served before it commits, nor the old one after).
+void cached_write(Store::Impl* impl, const Agent& a, const detail::AgentCache::Ticket& t) {
   if (Connection* c = impl->current()) {
-    impl->agent_cache.erase(a.id);
+    impl->agent_cache.invalidate(a.id);
     std::string id = a.id;
-    c->after_commit.push_back([impl, id] { impl->agent_cache.erase(id); });
+    c->after_commit.push_back([impl, id] { impl->agent_cache.invalidate(id); });
   } else {
-    impl->agent_cache.put(std::make_shared<const Agent>(a));
+    impl->agent_cache.replace(std::make_shared<const Agent>(a), t);
+  }
+}
+
+// The same for an agent that is gone (or whose new value is not at hand).
+void cached_drop(Store::Impl* impl, const std::string& id) {
+  impl->agent_cache.invalidate(id);
+  if (Connection* c = impl->current()) {
+    c->after_commit.push_back([impl, id] { impl->agent_cache.invalidate(id); });
   }
 }
 
@@ -338,7 +354,7 @@ void cached_write(Store::Impl* impl, const Agent& a) {
 Agent AgentStateStore::create_agent(const NewAgent& n) {
   check_id(n.id, "agent id");
   check_agent_fields(n.name, n.description, n.type, n.persona, n.config, n.tools, n.sub_agents,
-                     n.planner);
+                     n.planner, n.metadata.is_null() ? Json::object() : n.metadata);
   std::string persona = json_text(detail::persona_json(n.persona), "agent persona");
   std::string config = json_text(n.config, "agent config");
   std::string tools = json_text(n.tools, "agent tools");
@@ -348,6 +364,7 @@ Agent AgentStateStore::create_agent(const NewAgent& n) {
       "INSERT INTO agents (id, name, description, type, persona, config, tools, sub_agents, "
       "planner, metadata, created_at, updated_at) VALUES (:id, :name, :d, :type, :p, :cfg, "
       ":tools, :subs, :planner, :md, :t1, :t2) RETURNING " CS_AGENT_COLS};
+  auto ticket = impl_->agent_cache.ticket(n.id);
   try {
     Agent a = impl_->write(Op{"create agent"}, [&](Connection& c) {
       Stmt(c, kLockRegistry).one();
@@ -358,7 +375,7 @@ Agent AgentStateStore::create_agent(const NewAgent& n) {
       s.in(subs).in(detail::cleared(n.planner.value_or(""))).in(md).in(t).in(t);
       return *fetch_agent(s);
     });
-    cached_write(impl_, a);
+    cached_write(impl_, a, ticket);
     return a;
   } catch (const Error& e) {
     if (e.code() == ErrorCode::already_exists) {
@@ -375,6 +392,7 @@ std::shared_ptr<const Agent> AgentStateStore::get_agent(std::string_view id) {
   if (!in_transaction) {
     if (auto hit = impl_->agent_cache.get(id)) return hit;
   }
+  auto ticket = impl_->agent_cache.ticket(id);
   auto a = impl_->read(Op{"get agent"}, [&](Connection& c) {
     Stmt s(c, kGetAgent);
     s.in(id);
@@ -382,7 +400,7 @@ std::shared_ptr<const Agent> AgentStateStore::get_agent(std::string_view id) {
   });
   if (!a) return nullptr;
   auto shared = std::make_shared<const Agent>(std::move(*a));
-  if (!in_transaction) impl_->agent_cache.put(shared);
+  if (!in_transaction) impl_->agent_cache.put(shared, ticket);
   return shared;
 }
 
@@ -398,6 +416,7 @@ Page<Agent> AgentStateStore::list_agents(const AgentFilter& f) {
       throw Error(ErrorCode::invalid_argument, fmt::format("malformed page cursor '{}'", f.cursor));
     }
     after = f.cursor.substr(3);
+    check_id(*after, "page cursor");
   }
   std::string sql = "SELECT " CS_AGENT_COLS " FROM agents WHERE 1 = 1";
   if (!f.include_inactive) sql += " AND active = :active";
@@ -422,6 +441,7 @@ Page<Agent> AgentStateStore::list_agents(const AgentFilter& f) {
 
 Agent AgentStateStore::update_agent(std::string_view id, const AgentUpdate& up) {
   check_id(id, "agent id");
+  auto ticket = impl_->agent_cache.ticket(id);
   Agent a = impl_->write(Op{"update agent"}, [&](Connection& c) {
     if (up.sub_agents) Stmt(c, kLockRegistry).one();
     Stmt sel(c, kLockAgent);
@@ -442,19 +462,23 @@ Agent AgentStateStore::update_agent(std::string_view id, const AgentUpdate& up) 
     if (up.sub_agents) a->sub_agents = *up.sub_agents;
     if (up.planner) a->planner = detail::cleared(*up.planner);
     if (up.metadata_patch) a->metadata.merge_patch(*up.metadata_patch);
+    if (up.metadata_patch && !up.metadata_patch->is_object()) {
+      throw Error(ErrorCode::invalid_argument, "agent metadata patch must be a JSON object");
+    }
     check_agent_fields(a->name, a->description, a->type, a->persona, a->config, a->tools,
-                       a->sub_agents, a->planner);
+                       a->sub_agents, a->planner, a->metadata);
     if (up.sub_agents) check_sub_agents(c, a->id, a->sub_agents);
     return write_agent(c, *a);
   });
-  cached_write(impl_, a);
+  cached_write(impl_, a, ticket);
   return a;
 }
 
 namespace {
 
 Agent set_active(Store::Impl* impl, std::string_view id, bool active) {
-  return impl->write(Op{active ? "restore agent" : "deactivate agent"}, [&](Connection& c) {
+  auto ticket = impl->agent_cache.ticket(id);
+  Agent a = impl->write(Op{active ? "restore agent" : "deactivate agent"}, [&](Connection& c) {
     Stmt sel(c, kLockAgent);
     sel.in(id);
     auto a = fetch_agent(sel);
@@ -462,6 +486,8 @@ Agent set_active(Store::Impl* impl, std::string_view id, bool active) {
     a->active = active;
     return write_agent(c, *a);
   });
+  cached_write(impl, a, ticket);
+  return a;
 }
 
 }  // namespace
@@ -469,7 +495,7 @@ Agent set_active(Store::Impl* impl, std::string_view id, bool active) {
 bool AgentStateStore::deactivate_agent(std::string_view id) {
   check_id(id, "agent id");
   try {
-    cached_write(impl_, set_active(impl_, id, false));
+    set_active(impl_, id, false);
     return true;
   } catch (const Error& e) {
     if (e.code() == ErrorCode::not_found) return false;
@@ -479,9 +505,7 @@ bool AgentStateStore::deactivate_agent(std::string_view id) {
 
 Agent AgentStateStore::restore_agent(std::string_view id) {
   check_id(id, "agent id");
-  Agent a = set_active(impl_, id, true);
-  cached_write(impl_, a);
-  return a;
+  return set_active(impl_, id, true);
 }
 
 bool AgentStateStore::delete_agent(std::string_view id, bool force) {
@@ -489,10 +513,11 @@ bool AgentStateStore::delete_agent(std::string_view id, bool force) {
   static const Sql used{
       "SELECT COUNT(*) FROM conversations WHERE agent = :a1 OR active_agent = :a2"};
   static const Sql parents{
-      "SELECT agents.id FROM agents, json_each(agents.sub_agents) AS s WHERE s.value = :id "
-      "ORDER BY agents.id",
+      "SELECT DISTINCT agents.id FROM agents, json_each(agents.sub_agents) AS s "
+      "WHERE s.value = :id ORDER BY agents.id",
       "SELECT id FROM agents WHERE sub_agents @> jsonb_build_array(:id::text) ORDER BY id"};
   static const Sql del{"DELETE FROM agents WHERE id = :id"};
+  std::vector<std::string> dropped{std::string(id)};
   bool deleted = impl_->write(Op{"delete agent"}, [&](Connection& c) {
     Stmt(c, kLockRegistry).one();
     Stmt exists(c, kLockAgent);
@@ -521,13 +546,13 @@ bool AgentStateStore::delete_agent(std::string_view id, bool force) {
       auto& subs = parent->sub_agents;
       subs.erase(std::remove(subs.begin(), subs.end(), std::string(id)), subs.end());
       write_agent(c, *parent);
-      impl_->agent_cache.erase(r);
+      dropped.push_back(r);
     }
     Stmt s(c, del);
     s.in(id).one();
     return s.affected() > 0;
   });
-  impl_->agent_cache.erase(id);
+  for (const auto& d : dropped) cached_drop(impl_, d);
   return deleted;
 }
 
@@ -536,13 +561,14 @@ Agent AgentStateStore::record_use(std::string_view id) {
   static const Sql q{
       "UPDATE agents SET usage_count = usage_count + 1, last_used_at = :t WHERE id = :id "
       "RETURNING " CS_AGENT_COLS};
+  auto ticket = impl_->agent_cache.ticket(id);
   auto a = impl_->single(Op{"record agent use"}, [&](Connection& c) {
     Stmt s(c, q);
     s.in(now()).in(id);
     return fetch_agent(s);
   });
   if (!a) agent_not_found(id);
-  cached_write(impl_, *a);
+  cached_write(impl_, *a, ticket);
   return *a;
 }
 
@@ -694,12 +720,17 @@ std::vector<AgentStateVersion> AgentStateStore::state_history(const StateScope& 
                                                               std::string_view agent) {
   check_scope(scope);
   check_id(agent, "agent id");
+  // LIMIT: concurrent saves may leave a few more rows than kept until the
+  // next save trims them (a save's trim does not see a concurrent save's
+  // row); they are never shown.
   static const Sql q{
       "SELECT version, state, saved_at FROM agent_state_history WHERE scope_kind = :k AND "
-      "scope_key = :key AND agent = :a ORDER BY version DESC"};
+      "scope_key = :key AND agent = :a ORDER BY version DESC LIMIT :n"};
+  const std::size_t keep = impl_->pool.options().state_history;
+  if (keep == 0) return {};
   return impl_->read(Op{"read agent state history"}, [&](Connection& c) {
     Stmt s(c, q);
-    s.in(scope.kind).in(scope.key).in(agent);
+    s.in(scope.kind).in(scope.key).in(agent).in(keep);
     return fetch_all<AgentStateVersion>(s);
   });
 }
@@ -740,13 +771,18 @@ AgentState AgentStateStore::rollback_state(const StateScope& scope, std::string_
   const std::string a(agent);
   const std::size_t history = impl_->pool.options().state_history;
   return impl_->write(Op{"roll back agent state"}, [&](Connection& c) {
+    auto current = state_row(c, kLockState, scope, a);
+    if (!current) {
+      throw Error(ErrorCode::not_found,
+                  fmt::format("agent '{}' has no state in scope '{}'", a, scope.key));
+    }
     auto old = version_row(c, scope, a, version);
     if (!old) {
       throw Error(ErrorCode::not_found,
                   fmt::format("version {} of the state of agent '{}' in scope '{}' is not kept",
                               version, a, scope.key));
     }
-    return store_state(c, scope, conversation, a, old->state, std::nullopt, history);
+    return store_state(c, scope, conversation, a, old->state, current->version, history);
   });
 }
 

@@ -625,9 +625,9 @@ const Sql kInsertConversationIfAbsent{
 
 std::optional<Conversation> insert_conversation(Connection& c, const Sql& q,
                                                 const NewConversation& n) {
-  check_opt(n.key, "conversation key");
-  if (n.key && n.key->empty())
-    throw Error(ErrorCode::invalid_argument, "conversation key is empty");
+  // Keys follow the rules of every app-chosen id, so that a conversation's
+  // key can always name its agent-state scope (StateScope::session).
+  if (n.key) detail::check_id(*n.key, "conversation key");
   check_text(n.channel, "conversation channel");
   check_opt(n.chat_id, "conversation chat id");
   check_opt(n.agent, "conversation agent");
@@ -677,7 +677,7 @@ std::optional<Conversation> ConversationStore::get(ConversationId id) {
 }
 
 std::optional<Conversation> ConversationStore::find(std::string_view key) {
-  check_text(key, "conversation key");
+  detail::check_id(key, "conversation key");
   return impl_->read(Op{"find conversation"}, [&](Connection& c) {
     Stmt s(c, kFindConversation);
     s.in(key);
@@ -686,7 +686,7 @@ std::optional<Conversation> ConversationStore::find(std::string_view key) {
 }
 
 Conversation ConversationStore::get_or_create(std::string_view key, const NewConversation& init) {
-  if (key.empty()) throw Error(ErrorCode::invalid_argument, "conversation key is empty");
+  detail::check_id(key, "conversation key");
   if (auto found = find(key)) return *found;
   NewConversation n = init;
   n.key = std::string(key);

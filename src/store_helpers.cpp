@@ -43,11 +43,14 @@ std::string json_text(const Json& j, std::string_view what) {
 
 void check_id(std::string_view id, std::string_view what) {
   if (id.empty()) throw Error(ErrorCode::invalid_argument, fmt::format("{} is empty", what));
-  if (id.size() > 200) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{} is {} bytes long (at most 200)", what, id.size()));
-  }
   check_text(id, what);
+  // Characters, not bytes: count the bytes that start a UTF-8 sequence.
+  std::size_t chars = 0;
+  for (char ch : id) chars += (static_cast<unsigned char>(ch) & 0xC0) != 0x80 ? 1 : 0;
+  if (chars > 200) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{} is {} characters long (at most 200)", what, chars));
+  }
   for (char ch : id) {
     auto c = static_cast<unsigned char>(ch);
     if (c < 0x20 || c == 0x7f) {

@@ -1,6 +1,7 @@
 // Copyright (c) the convstore authors.
 // SPDX-License-Identifier: MIT
 #include <atomic>
+#include <future>
 #include <set>
 #include <thread>
 #include <vector>
@@ -465,4 +466,205 @@ TEST_CASE_TEMPLATE("state: conversation state goes with its conversation; orphan
   CHECK(ag.cleanup_orphaned_states() == 1);  // "session-1"
   CHECK(ag.cleanup_orphaned_states() == 0);
   CHECK(ag.load_state(StateScope::named("global"), "a")["g"] == 1);
+}
+
+// ===================== cache races (regressions) ===========================
+// A thread is paused inside the statement hook right after its statement ran,
+// while another thread writes; the paused thread then tries to cache what it
+// read.
+
+namespace {
+
+struct Gate {
+  std::promise<void> reached, go;
+  std::shared_future<void> go_future = go.get_future().share();
+};
+thread_local const char* t_pause_on = nullptr;
+Gate* g_gate = nullptr;
+
+void pausing_hook(const StatementEvent& e) {
+  if (t_pause_on != nullptr && e.sql.rfind(t_pause_on, 0) == 0) {
+    t_pause_on = nullptr;
+    g_gate->reached.set_value();
+    g_gate->go_future.wait();
+  }
+}
+
+Options pausing_options() {
+  Options o;
+  o.pool_size = 4;
+  o.agent_cache_ttl = std::chrono::milliseconds(60000);
+  o.on_statement = pausing_hook;
+  return o;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("cache: a read racing a delete never brings the deleted agent back", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open(pausing_options());
+  auto& ag = store.agents();
+  ag.create_agent(agent("x"));
+  ag.clear_cache();
+  Gate gate;
+  g_gate = &gate;
+  std::thread reader([&] {
+    t_pause_on = "SELECT id, name";
+    ag.get_agent("x");
+  });
+  gate.reached.get_future().wait();
+  CHECK(ag.delete_agent("x"));
+  gate.go.set_value();
+  reader.join();
+  CHECK(ag.get_agent("x") == nullptr);
+}
+
+// PostgreSQL only: on SQLite the paused use holds the write lock, so the
+// delete cannot run in between.
+TEST_CASE("cache: a use racing a delete never brings the deleted agent back") {
+  using B = testing::Postgresql;
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open(pausing_options());
+  auto& ag = store.agents();
+  ag.create_agent(agent("x"));
+  Gate gate;
+  g_gate = &gate;
+  std::thread user([&] {
+    t_pause_on = "UPDATE agents SET usage_count";
+    ag.record_use("x");
+  });
+  gate.reached.get_future().wait();
+  CHECK(ag.delete_agent("x"));
+  gate.go.set_value();
+  user.join();
+  CHECK(ag.get_agent("x") == nullptr);
+}
+
+TEST_CASE_TEMPLATE("cache: a read racing a transaction's write never serves the old value after", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open(pausing_options());
+  auto& ag = store.agents();
+  ag.create_agent(agent("x"));
+  ag.clear_cache();
+  Gate gate;
+  g_gate = &gate;
+  std::promise<void> in_transaction;
+  std::thread reader([&] {
+    in_transaction.get_future().wait();
+    t_pause_on = "SELECT id, name";
+    ag.get_agent("x");
+  });
+  store.transaction([&] {
+    AgentUpdate up;
+    up.description = "new";
+    ag.update_agent("x", up);
+    in_transaction.set_value();
+    gate.reached.get_future().wait();
+  });
+  gate.go.set_value();
+  reader.join();
+  CHECK(ag.get_agent("x")->description == "new");
+}
+
+TEST_CASE_TEMPLATE("cache: an agent deleted and created again elsewhere is cached again", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  std::atomic<int> statements{0};
+  Options o;
+  o.agent_cache_ttl = std::chrono::milliseconds(200);
+  o.on_statement = [&](const StatementEvent&) { ++statements; };
+  auto store = db.open(o);
+  auto& ag = store.agents();
+  ag.create_agent(agent("x"));
+  for (int i = 0; i < 3; ++i) {
+    AgentUpdate up;
+    up.description = "d" + std::to_string(i);
+    ag.update_agent("x", up);
+  }
+  CHECK(ag.get_agent("x")->version == 4);
+  auto other = db.open();
+  other.agents().delete_agent("x");
+  other.agents().create_agent(agent("x"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  CHECK(ag.get_agent("x")->version == 1);
+  statements = 0;
+  for (int i = 0; i < 10; ++i) ag.get_agent("x");
+  CHECK(statements.load() == 0);
+}
+
+// ======================= input rules (regressions) =========================
+
+TEST_CASE_TEMPLATE("state: a conversation scope is named by the id's one spelling", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& ag = store.agents();
+  auto c = store.conversations().start({});
+  ag.save_state(StateScope::conversation(c.id), "a", {{"x", 1}});
+  StateScope padded{StateScope::Kind::conversation, "0" + std::to_string(c.id)};
+  CHECK_ERROR_CODE(ag.save_state(padded, "a", {{"x", 2}}), ErrorCode::invalid_argument);
+  CHECK(ag.load_state(StateScope::conversation(c.id), "a")["x"] == 1);
+}
+
+TEST_CASE_TEMPLATE("agents: duplicates, bad cursors, non-object metadata; ids count characters", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& ag = store.agents();
+  ag.create_agent(agent("w"));
+  CHECK_ERROR_CODE(ag.create_agent(agent("p", {"w", "w"})), ErrorCode::invalid_argument);
+  AgentFilter f;
+  f.cursor = std::string("a1:\xff\x01");
+  CHECK_ERROR_CODE(ag.list_agents(f), ErrorCode::invalid_argument);
+  NewAgent m = agent("m");
+  m.metadata = Json::array({1, 2});
+  CHECK_ERROR_CODE(ag.create_agent(m), ErrorCode::invalid_argument);
+  AgentUpdate up;
+  up.metadata_patch = Json(5);
+  CHECK_ERROR_CODE(ag.update_agent("w", up), ErrorCode::invalid_argument);
+  std::string cyrillic;
+  for (int i = 0; i < 150; ++i) cyrillic += "ж";  // 150 characters, 300 bytes
+  CHECK(ag.create_agent(agent(cyrillic)).id == cyrillic);
+  std::string long_key(201, 'k');
+  NewConversation n;
+  n.key = long_key;
+  CHECK_ERROR_CODE(store.conversations().start(n), ErrorCode::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("state: the history never shows more than it keeps, under concurrent saves", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Options o;
+  o.pool_size = 8;
+  o.state_history = 2;
+  auto store = db.open(o);
+  auto& ag = store.agents();
+  auto scope = StateScope::named("h");
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) ag.save_state(scope, "a", {{"t", t}, {"i", i}});
+    });
+  }
+  for (auto& th : threads) th.join();
+  auto h = ag.state_history(scope, "a");
+  REQUIRE(h.size() == 2);
+  CHECK(h[0].version == 160);
+  CHECK(h[1].version == 159);
+}
+
+TEST_CASE_TEMPLATE("state: roll back needs the state and keeps its version order", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& ag = store.agents();
+  auto scope = StateScope::named("r");
+  CHECK_ERROR_CODE(ag.rollback_state(scope, "a", 1), ErrorCode::not_found);
+  ag.save_state(scope, "a", {{"n", 1}});
+  ag.save_state(scope, "a", {{"n", 2}});
+  CHECK(ag.delete_state(scope, "a"));
+  CHECK_ERROR_CODE(ag.rollback_state(scope, "a", 1), ErrorCode::not_found);
+  CHECK_FALSE(ag.get_state(scope, "a").has_value());
 }

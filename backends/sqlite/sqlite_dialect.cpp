@@ -110,8 +110,8 @@ class SqliteDialect final : public Dialect {
   std::string lock_migrations() const override { return {}; }
 
   const std::vector<std::vector<std::string>>& migrations() const override {
-    static const auto m = schema_migrations(
-        SchemaTypes{"INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER", "TEXT", "TEXT", "BOOLEAN"});
+    static const auto m = schema_migrations(SchemaTypes{
+        "INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER", "TEXT", "TEXT", "BOOLEAN", "TEXT"});
     return m;
   }
 };

@@ -91,14 +91,14 @@ class CONVSTORE_EXPORT AgentStateStore {
   // The scopes in which `agent` has state, most recently updated first.
   std::vector<StateScope> scopes_of(std::string_view agent, std::size_t limit = 1000);
 
-  // Earlier versions of the state, newest first (at most
-  // Options::state_history).
+  // The versions kept in the state's history, newest first, the current one
+  // included (at most Options::state_history).
   std::vector<AgentStateVersion> state_history(const StateScope& scope, std::string_view agent);
   // One earlier version (or the current one), or std::nullopt.
   std::optional<AgentStateVersion> load_state_version(const StateScope& scope,
                                                       std::string_view agent, std::int64_t version);
   // Saves the content of `version` as a new version. Throws Error(not_found)
-  // when that version is no longer kept.
+  // when there is no state or that version is no longer kept.
   AgentState rollback_state(const StateScope& scope, std::string_view agent, std::int64_t version);
 
   // Removes session-scoped state whose conversation (by key) no longer

@@ -47,10 +47,12 @@ struct Options {
   // once; a change made by another process is seen within this time.
   // Zero turns the cache off.
   std::chrono::milliseconds agent_cache_ttl{2000};
-  // How many earlier versions of each agent state are kept (0: none).
+  // How many versions of each agent state its history keeps, the current
+  // one included (0: no history).
   std::size_t state_history = 10;
   // Called after every statement with its SQL text and duration, from the
-  // calling thread. Must not throw and must not call back into the store.
+  // calling thread. Must not throw, must not call back into the store, and
+  // should return quickly: the statement's locks may still be held.
   std::function<void(const StatementEvent&)> on_statement;
 };
 

@@ -9,7 +9,7 @@ namespace convstore::detail {
 namespace {
 
 // Migration 1: users, channels, conversations, messages, snapshots and
-// questions. Placeholders: {pk} {big} {ts} {json} {bool}.
+// questions. Placeholders: {pk} {big} {ts} {json} {bool} {ctext}.
 const char* const kMigration1[] = {
     R"(CREATE TABLE users (
   id {pk},
@@ -108,10 +108,10 @@ const char* const kMigration1[] = {
 // Migration 2: the agent registry, agent state and its history.
 const char* const kMigration2[] = {
     R"(CREATE TABLE agents (
-  id TEXT PRIMARY KEY,
+  id {ctext} PRIMARY KEY,
   name TEXT NOT NULL DEFAULT '',
   description TEXT NOT NULL DEFAULT '',
-  type TEXT NOT NULL DEFAULT 'regular',
+  type {ctext} NOT NULL DEFAULT 'regular',
   persona {json} NOT NULL DEFAULT '{{}}',
   config {json} NOT NULL DEFAULT '{{}}',
   tools {json} NOT NULL DEFAULT '[]',
@@ -127,9 +127,9 @@ const char* const kMigration2[] = {
 ))",
     "CREATE INDEX agents_type ON agents (type, id)",
     R"(CREATE TABLE agent_states (
-  scope_kind TEXT NOT NULL CHECK (scope_kind IN ('conversation', 'session', 'named')),
-  scope_key TEXT NOT NULL,
-  agent TEXT NOT NULL,
+  scope_kind {ctext} NOT NULL CHECK (scope_kind IN ('conversation', 'session', 'named')),
+  scope_key {ctext} NOT NULL,
+  agent {ctext} NOT NULL,
   conversation_id {big} REFERENCES conversations (id) ON DELETE CASCADE,
   state {json} NOT NULL,
   version {big} NOT NULL,
@@ -140,9 +140,9 @@ const char* const kMigration2[] = {
     "CREATE INDEX agent_states_agent ON agent_states (agent, updated_at)",
     "CREATE INDEX agent_states_conversation ON agent_states (conversation_id)",
     R"(CREATE TABLE agent_state_history (
-  scope_kind TEXT NOT NULL,
-  scope_key TEXT NOT NULL,
-  agent TEXT NOT NULL,
+  scope_kind {ctext} NOT NULL,
+  scope_key {ctext} NOT NULL,
+  agent {ctext} NOT NULL,
   version {big} NOT NULL,
   state {json} NOT NULL,
   saved_at {ts} NOT NULL,
@@ -158,7 +158,7 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
   auto expand = [&](const char* sql) {
     return fmt::format(fmt::runtime(sql), fmt::arg("pk", t.pk), fmt::arg("big", t.bigint),
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
-                       fmt::arg("bool", t.boolean));
+                       fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
   std::vector<std::vector<std::string>> out(2);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));

@@ -14,6 +14,7 @@ struct SchemaTypes {
   const char* timestamp;  // TEXT (ISO 8601, sorts as time) / TIMESTAMPTZ
   const char* json;       // TEXT / JSONB
   const char* boolean;
+  const char* sorted_text;  // text that sorts by bytes (COLLATE "C" on PostgreSQL), as on SQLite
 };
 
 // The schema's migrations written once for both backends: element i takes a
