@@ -1,6 +1,7 @@
 # The library's sources, listed explicitly (no globbing).
 set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/agent_state_store.hpp
+  include/convstore/calendar_store.hpp
   include/convstore/convstore.hpp
   include/convstore/conversation_store.hpp
   include/convstore/error.hpp
@@ -10,6 +11,7 @@ set(CONVSTORE_PUBLIC_HEADERS
 )
 set(CONVSTORE_SOURCES
   src/agent_state_store.cpp
+  src/calendar_store.cpp
   src/conversation_store.cpp
   src/error.cpp
   src/store.cpp

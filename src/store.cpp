@@ -239,6 +239,7 @@ Store Store::open(std::string_view url, const Options& options) {
 
 ConversationStore& Store::conversations() { return impl_->conversations; }
 AgentStateStore& Store::agents() { return impl_->agents; }
+CalendarStore& Store::calendar() { return impl_->calendar; }
 
 std::string Store::backend() const { return std::string(impl_->dialect.name()); }
 

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "convstore/calendar_store.hpp"
 #include "convstore/types.hpp"
 #include "db/codec.hpp"
 #include "db/statement.hpp"
@@ -26,6 +27,7 @@ void read_row(Stmt& s, Question& q);
 void read_row(Stmt& s, DataSnapshot& d);
 void read_row(Stmt& s, AgentState& a);
 void read_row(Stmt& s, AgentStateVersion& v);
+void read_row(Stmt& s, CalendarEvent& e);
 
 // Runs `s` (parameters bound) and reads its one row, if any.
 template <class T>

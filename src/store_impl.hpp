@@ -12,6 +12,7 @@
 
 #include "agent_cache.hpp"
 #include "convstore/agent_state_store.hpp"
+#include "convstore/calendar_store.hpp"
 #include "convstore/conversation_store.hpp"
 #include "convstore/store.hpp"
 #include "db/connection.hpp"
@@ -43,6 +44,7 @@ class Store::Impl {
   detail::Pool pool;
   ConversationStore conversations{this};
   AgentStateStore agents{this};
+  CalendarStore calendar{this};
   detail::AgentCache agent_cache;
   int schema_version = 0;
 

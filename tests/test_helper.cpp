@@ -9,6 +9,8 @@
 //   convstore_test_helper use URL AGENT COUNT          (record uses)
 //   convstore_test_helper save URL SCOPE AGENT VERSION WRITER
 //       (save {"writer": WRITER} expecting VERSION; exit 3 on conflict)
+//   convstore_test_helper book URL START TITLE
+//       (book [START, START + 1h) on the shared calendar; exit 3 on conflict)
 #include <convstore/convstore.hpp>
 #include <cstdlib>
 #include <iostream>
@@ -46,6 +48,20 @@ int main(int argc, char** argv) {
       } catch (const convstore::Error& e) {
         if (e.code() == convstore::ErrorCode::conflict) return 3;
         throw;
+      }
+    }
+    if (job == "book" && argc == 5) {
+      convstore::NewEvent e;
+      e.title = argv[4];
+      e.start = convstore::parse_timestamp(argv[3]);
+      e.end = e.start + std::chrono::hours(1);
+      convstore::BookingOptions strict;
+      strict.refuse_conflicts = true;
+      try {
+        store.calendar().create(e, strict);
+        return 0;
+      } catch (const convstore::CalendarConflict&) {
+        return 3;
       }
     }
     return 2;

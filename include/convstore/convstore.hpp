@@ -4,6 +4,7 @@
 
 // The whole public API of convstore.
 #include "convstore/agent_state_store.hpp"
+#include "convstore/calendar_store.hpp"
 #include "convstore/config.hpp"
 #include "convstore/conversation_store.hpp"
 #include "convstore/error.hpp"

@@ -19,6 +19,7 @@
 namespace convstore {
 
 class AgentStateStore;
+class CalendarStore;
 class ConversationStore;
 
 // What Store::health() found.
@@ -74,6 +75,8 @@ class CONVSTORE_EXPORT Store {
   ConversationStore& conversations();
   // The agent registry and the agents' state.
   AgentStateStore& agents();
+  // Calendar events, ranges, conflicts and free time.
+  CalendarStore& calendar();
 
   // "sqlite" or "postgresql".
   std::string backend() const;

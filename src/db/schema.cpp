@@ -152,6 +152,32 @@ const char* const kMigration2[] = {
 ))",
 };
 
+// Migration 3: calendar events, and the longest event of each owner (which
+// bounds an overlap query to a short index range).
+const char* const kMigration3[] = {
+    R"(CREATE TABLE calendar_events (
+  id {pk},
+  owner_id {big} REFERENCES users (id) ON DELETE CASCADE,
+  uid {ctext} NOT NULL UNIQUE,
+  title TEXT NOT NULL,
+  description TEXT NOT NULL DEFAULT '',
+  location TEXT NOT NULL DEFAULT '',
+  start_at {ts} NOT NULL,
+  end_at {ts} NOT NULL,
+  all_day {bool} NOT NULL DEFAULT FALSE,
+  time_zone TEXT NOT NULL DEFAULT 'UTC',
+  metadata {json} NOT NULL DEFAULT '{{}}',
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL,
+  CHECK (end_at > start_at)
+))",
+    "CREATE INDEX calendar_events_owner_start ON calendar_events (owner_id, start_at, id)",
+    R"(CREATE TABLE calendar_bounds (
+  owner_key {big} PRIMARY KEY,
+  longest_us {big} NOT NULL
+))",
+};
+
 }  // namespace
 
 std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
@@ -160,16 +186,18 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
-  std::vector<std::vector<std::string>> out(2);
+  std::vector<std::vector<std::string>> out(3);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
+  for (const char* sql : kMigration3) out[2].push_back(expand(sql));
   return out;
 }
 
 const std::vector<std::string>& migration_descriptions() {
   static const std::vector<std::string> d{
       "users, channel configs, conversations, messages, data snapshots, agent questions",
-      "agent registry, agent state and its history"};
+      "agent registry, agent state and its history",
+      "calendar events and the longest event of each owner"};
   return d;
 }
 

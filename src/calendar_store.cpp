@@ -1,0 +1,436 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#include "convstore/calendar_store.hpp"
+
+#include <date/date.h>
+#include <date/tz.h>
+
+#include <algorithm>
+#include <charconv>
+#include <random>
+#include <sstream>
+
+#include "store_helpers.hpp"
+#include "store_impl.hpp"
+
+namespace convstore {
+
+using detail::Backend;
+using detail::check_id;
+using detail::check_text;
+using detail::Connection;
+using detail::fetch_all;
+using detail::fetch_one;
+using detail::json_text;
+using detail::Sql;
+using detail::Stmt;
+
+#define CS_EVENT_COLS                                                                       \
+  "id, owner_id, uid, title, description, location, start_at, end_at, all_day, time_zone, " \
+  "metadata, created_at, updated_at"
+
+namespace detail {
+
+void read_row(Stmt& s, CalendarEvent& e) {
+  s.out(e.id).out(e.owner).out(e.uid).out(e.title).out(e.description).out(e.location);
+  s.out(e.start).out(e.end).out(e.all_day).out(e.time_zone).out(e.metadata);
+  s.out(e.created_at).out(e.updated_at);
+}
+
+}  // namespace detail
+
+namespace {
+
+// ---- time zones and local days (Howard Hinnant's date/tz) ----
+
+const date::time_zone* zone(const std::string& name) {
+  try {
+    return date::locate_zone(name);
+  } catch (const std::exception&) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("unknown time zone '{}'", name));
+  }
+}
+
+date::local_days parse_day(const std::string& text, std::string_view what) {
+  date::year_month_day ymd{};
+  std::istringstream in(text);
+  in >> date::parse("%F", ymd);
+  if (in.fail() || !ymd.ok() || in.peek() != std::char_traits<char>::eof()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{} '{}' is not a date (YYYY-MM-DD)", what, text));
+  }
+  return date::local_days{ymd};
+}
+
+// The UTC instant at which local time `t` begins in `z` (the earliest one
+// when the clock repeats it, the moment the gap ends when it skips it).
+Timestamp at_local(const date::time_zone* z, date::local_time<std::chrono::microseconds> t) {
+  auto info = z->get_info(t);
+  switch (info.result) {
+    case date::local_info::unique:
+    case date::local_info::ambiguous:
+      return Timestamp((t - info.first.offset).time_since_epoch());
+    case date::local_info::nonexistent:
+    default:
+      return Timestamp(info.second.begin.time_since_epoch());
+  }
+}
+
+// Fills an event's start and end from its local days when it is all-day.
+void place(CalendarEvent& e, const std::string& start_day, const std::string& end_day) {
+  const date::time_zone* z = zone(e.time_zone);
+  if (!e.all_day) return;
+  auto first = parse_day(start_day, "start day");
+  auto after = parse_day(end_day, "end day");
+  if (after <= first) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("end day {} is not after start day {}", end_day, start_day));
+  }
+  e.start = at_local(z, date::local_time<std::chrono::microseconds>(first));
+  e.end = at_local(z, date::local_time<std::chrono::microseconds>(after));
+}
+
+void check_times(const CalendarEvent& e) {
+  if (e.end <= e.start) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("event end {} is not after its start {}",
+                                                         to_iso8601(e.end), to_iso8601(e.start)));
+  }
+}
+
+std::string new_uid() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{:016x}{:016x}@convstore", rng(), rng());
+}
+
+// ---- queries ----
+
+long long owner_key(std::optional<UserId> owner) { return owner ? *owner : 0; }
+
+// The owner condition, index-friendly on both backends.
+const char* owner_clause(std::optional<UserId> owner) {
+  return owner ? "owner_id = :o" : "owner_id IS NULL";
+}
+
+// The longest event of an owner, in microseconds (0 when it has none).
+long long longest(Connection& c, std::optional<UserId> owner) {
+  static const Sql q{"SELECT longest_us FROM calendar_bounds WHERE owner_key = :k"};
+  long long us = 0;
+  Stmt(c, q).in(owner_key(owner)).out(us).one();
+  return us;
+}
+
+void widen_bounds(Connection& c, std::optional<UserId> owner, const CalendarEvent& e) {
+  static const Sql q{
+      "INSERT INTO calendar_bounds (owner_key, longest_us) VALUES (:k, :d) ON CONFLICT "
+      "(owner_key) DO UPDATE SET longest_us = max(longest_us, excluded.longest_us)",
+      "INSERT INTO calendar_bounds (owner_key, longest_us) VALUES (:k, :d) ON CONFLICT "
+      "(owner_key) DO UPDATE SET longest_us = GREATEST(calendar_bounds.longest_us, "
+      "excluded.longest_us)"};
+  Stmt(c, q).in(owner_key(owner)).in(static_cast<long long>((e.end - e.start).count())).one();
+}
+
+// Events of `owner` overlapping [from, to), ordered by (start, id), after the
+// cursor position, at most `limit` (0: all). The scan is bounded below by
+// `from` minus the owner's longest event, so it reads only events that can
+// overlap.
+std::vector<CalendarEvent> overlapping(Connection& c, std::optional<UserId> owner, Timestamp from,
+                                       Timestamp to, std::optional<EventId> except,
+                                       std::optional<std::pair<Timestamp, EventId>> after,
+                                       std::size_t limit) {
+  long long span = longest(c, owner);
+  if (span == 0) return {};
+  std::string sql = fmt::format(
+      "SELECT " CS_EVENT_COLS
+      " FROM calendar_events WHERE {} AND start_at >= :lo AND start_at < :hi AND end_at > :from",
+      owner_clause(owner));
+  if (except) sql += " AND id <> :except";
+  if (after) sql += " AND (start_at, id) > (:cs, :cid)";
+  sql += " ORDER BY start_at, id";
+  if (limit > 0) sql += " LIMIT :n";
+  Stmt s(c, sql);
+  if (owner) s.in(*owner);
+  s.in(from - std::chrono::microseconds(span)).in(to).in(from);
+  if (except) s.in(*except);
+  if (after) s.in(after->first).in(after->second);
+  if (limit > 0) s.in(limit);
+  return fetch_all<CalendarEvent>(s, limit);
+}
+
+// PostgreSQL: bookings of one owner wait for each other (SQLite: the write
+// lock does it), so that a conflict check and the write are one atomic step.
+void lock_owner(Connection& c, std::optional<UserId> owner) {
+  static const Sql q{"SELECT 1", "SELECT pg_advisory_xact_lock(:k)"};
+  constexpr long long kCalendarLocks = 0x43414c0000000000LL;  // "CAL"
+  Stmt s(c, q);
+  if (c.backend() == Backend::postgresql) s.in(kCalendarLocks + owner_key(owner));
+  s.one();
+}
+
+void refuse_overlaps(Connection& c, const CalendarEvent& e, std::optional<EventId> except) {
+  auto in_the_way = overlapping(c, e.owner, e.start, e.end, except, std::nullopt, 0);
+  if (in_the_way.empty()) return;
+  std::string titles;
+  for (const auto& o : in_the_way) {
+    titles += titles.empty() ? "" : ", ";
+    titles += fmt::format("'{}' ({} .. {})", o.title, to_iso8601(o.start), to_iso8601(o.end));
+  }
+  std::string message =
+      fmt::format("the event overlaps {} other event(s): {}", in_the_way.size(), titles);
+  throw CalendarConflict(message, std::move(in_the_way));
+}
+
+void check_event_text(const CalendarEvent& e) {
+  check_text(e.title, "event title");
+  check_text(e.description, "event description");
+  check_text(e.location, "event location");
+  check_id(e.uid, "event uid");
+  if (!e.metadata.is_object()) {
+    throw Error(ErrorCode::invalid_argument, "event metadata must be a JSON object");
+  }
+}
+
+const Sql kGetEvent{"SELECT " CS_EVENT_COLS " FROM calendar_events WHERE id = :id"};
+const Sql kLockEvent{"SELECT " CS_EVENT_COLS " FROM calendar_events WHERE id = :id",
+                     "SELECT " CS_EVENT_COLS " FROM calendar_events WHERE id = :id FOR UPDATE"};
+
+}  // namespace
+
+CalendarEvent CalendarStore::create(const NewEvent& n, const BookingOptions& options) {
+  CalendarEvent e;
+  e.owner = n.owner;
+  e.uid = n.uid.empty() ? new_uid() : n.uid;
+  e.title = n.title;
+  e.description = n.description;
+  e.location = n.location;
+  e.start = n.start;
+  e.end = n.end;
+  e.all_day = n.all_day;
+  e.time_zone = n.time_zone.empty() ? "UTC" : n.time_zone;
+  e.metadata = n.metadata.is_null() ? Json::object() : n.metadata;
+  check_event_text(e);
+  place(e, n.start_day, n.end_day);
+  check_times(e);
+  std::string md = json_text(e.metadata, "event metadata");
+  static const Sql insert{
+      "INSERT INTO calendar_events (owner_id, uid, title, description, location, start_at, "
+      "end_at, all_day, time_zone, metadata, created_at, updated_at) VALUES (:o, :uid, :t, :d, "
+      ":l, :s, :e, :ad, :tz, :md, :c, :u) RETURNING " CS_EVENT_COLS};
+  try {
+    return impl_->write(Op{"create event"}, [&](Connection& c) {
+      if (options.refuse_conflicts) {
+        lock_owner(c, e.owner);
+        refuse_overlaps(c, e, std::nullopt);
+      }
+      Timestamp t = now();
+      Stmt s(c, insert);
+      s.in(e.owner).in(e.uid).in(e.title).in(e.description).in(e.location).in(e.start);
+      s.in(e.end).in(e.all_day).in(e.time_zone).in(md).in(t).in(t);
+      CalendarEvent stored = *fetch_one<CalendarEvent>(s);
+      widen_bounds(c, e.owner, stored);
+      return stored;
+    });
+  } catch (const CalendarConflict&) {
+    throw;
+  } catch (const Error& err) {
+    if (err.code() == ErrorCode::already_exists) {
+      throw Error(ErrorCode::already_exists,
+                  fmt::format("an event with uid '{}' already exists", e.uid), err.sqlstate());
+    }
+    if (err.code() == ErrorCode::not_found && e.owner) {
+      throw Error(ErrorCode::not_found, fmt::format("user {} not found", *e.owner), err.sqlstate());
+    }
+    throw;
+  }
+}
+
+std::optional<CalendarEvent> CalendarStore::get(EventId id) {
+  return impl_->read(Op{"get event", "event", id}, [&](Connection& c) {
+    Stmt s(c, kGetEvent);
+    s.in(id);
+    return fetch_one<CalendarEvent>(s);
+  });
+}
+
+std::optional<CalendarEvent> CalendarStore::find_by_uid(std::string_view uid) {
+  check_id(uid, "event uid");
+  static const Sql q{"SELECT " CS_EVENT_COLS " FROM calendar_events WHERE uid = :uid"};
+  return impl_->read(Op{"find event"}, [&](Connection& c) {
+    Stmt s(c, q);
+    s.in(uid);
+    return fetch_one<CalendarEvent>(s);
+  });
+}
+
+CalendarEvent CalendarStore::update(EventId id, const EventUpdate& up,
+                                    const BookingOptions& options) {
+  static const Sql write{
+      "UPDATE calendar_events SET title = :t, description = :d, location = :l, start_at = :s, "
+      "end_at = :e, time_zone = :tz, metadata = :md, updated_at = :u WHERE id = :id "
+      "RETURNING " CS_EVENT_COLS};
+  return impl_->write(Op{"update event", "event", id}, [&](Connection& c) {
+    Stmt sel(c, kLockEvent);
+    sel.in(id);
+    auto e = fetch_one<CalendarEvent>(sel);
+    if (!e) throw Error(ErrorCode::not_found, fmt::format("event {} not found", id));
+    if (up.title) e->title = *up.title;
+    if (up.description) e->description = *up.description;
+    if (up.location) e->location = *up.location;
+    if (up.time_zone) e->time_zone = *up.time_zone;
+    if (up.metadata_patch) e->metadata.merge_patch(*up.metadata_patch);
+    check_event_text(*e);
+    if (e->all_day) {
+      if (up.start || up.end) {
+        throw Error(ErrorCode::invalid_argument,
+                    "an all-day event moves by start_day / end_day, not by start / end");
+      }
+      if (up.start_day || up.end_day || up.time_zone) {
+        const date::time_zone* z = zone(e->time_zone);
+        auto day_of = [&](Timestamp t) {
+          auto local = z->to_local(t);
+          return date::format("%F", date::floor<date::days>(local));
+        };
+        std::string first = up.start_day.value_or(day_of(e->start));
+        std::string after = up.end_day.value_or(day_of(e->end));
+        place(*e, first, after);
+      }
+    } else {
+      if (up.start_day || up.end_day) {
+        throw Error(ErrorCode::invalid_argument,
+                    "a timed event moves by start / end, not by start_day / end_day");
+      }
+      zone(e->time_zone);
+      if (up.start) e->start = *up.start;
+      if (up.end) e->end = *up.end;
+    }
+    check_times(*e);
+    if (options.refuse_conflicts) {
+      lock_owner(c, e->owner);
+      refuse_overlaps(c, *e, id);
+    }
+    std::string md = json_text(e->metadata, "event metadata");
+    Stmt s(c, write);
+    s.in(e->title).in(e->description).in(e->location).in(e->start).in(e->end);
+    s.in(e->time_zone).in(md).in(now()).in(id);
+    CalendarEvent stored = *fetch_one<CalendarEvent>(s);
+    widen_bounds(c, stored.owner, stored);
+    return stored;
+  });
+}
+
+bool CalendarStore::remove(EventId id) {
+  static const Sql q{"DELETE FROM calendar_events WHERE id = :id"};
+  // The owner's longest-event bound stays as it was: still correct, at worst
+  // a little wider than needed.
+  return impl_->single(Op{"delete event", "event", id}, [&](Connection& c) {
+    Stmt s(c, q);
+    s.in(id).one();
+    return s.affected() > 0;
+  });
+}
+
+namespace {
+
+std::string event_cursor(const CalendarEvent& e) {
+  return fmt::format("e1.{}.{}", e.start.time_since_epoch().count(), e.id);
+}
+
+std::pair<Timestamp, EventId> parse_event_cursor(const std::string& cursor) {
+  auto bad = [&] {
+    return Error(ErrorCode::invalid_argument, fmt::format("malformed page cursor '{}'", cursor));
+  };
+  if (cursor.size() < 6 || cursor.compare(0, 3, "e1.") != 0) throw bad();
+  auto dot = cursor.find('.', 3);
+  if (dot == std::string::npos) throw bad();
+  long long micros = 0, id = 0;
+  const char* b = cursor.data();
+  auto r1 = std::from_chars(b + 3, b + dot, micros);
+  auto r2 = std::from_chars(b + dot + 1, b + cursor.size(), id);
+  if (r1.ec != std::errc() || r1.ptr != b + dot || r2.ec != std::errc() ||
+      r2.ptr != b + cursor.size() || id <= 0) {
+    throw bad();
+  }
+  return {Timestamp(std::chrono::microseconds(micros)), id};
+}
+
+void check_range(Timestamp from, Timestamp to) {
+  if (to <= from) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("range end {} is not after its start {}",
+                                                         to_iso8601(to), to_iso8601(from)));
+  }
+}
+
+}  // namespace
+
+Page<CalendarEvent> CalendarStore::range(std::optional<UserId> owner, Timestamp from, Timestamp to,
+                                         std::size_t limit, const std::string& cursor) {
+  check_range(from, to);
+  if (limit == 0 || limit > 10000) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("page size {} is outside 1..10000", limit));
+  }
+  std::optional<std::pair<Timestamp, EventId>> after;
+  if (!cursor.empty()) after = parse_event_cursor(cursor);
+  return impl_->snapshot(Op{"list events"}, [&](Connection& c) {
+    Page<CalendarEvent> page;
+    page.items = overlapping(c, owner, from, to, std::nullopt, after, limit + 1);
+    if (page.items.size() > limit) {
+      page.items.pop_back();
+      page.next_cursor = event_cursor(page.items.back());
+    }
+    return page;
+  });
+}
+
+std::vector<CalendarEvent> CalendarStore::conflicts(std::optional<UserId> owner, Timestamp start,
+                                                    Timestamp end) {
+  check_range(start, end);
+  return impl_->snapshot(Op{"find conflicts"}, [&](Connection& c) {
+    return overlapping(c, owner, start, end, std::nullopt, std::nullopt, 0);
+  });
+}
+
+std::vector<TimeSlot> CalendarStore::free_slots(std::optional<UserId> owner, Timestamp from,
+                                                Timestamp to, const WorkingHours& hours,
+                                                std::chrono::minutes min_length) {
+  check_range(from, to);
+  if (hours.day_end <= hours.day_start || hours.day_start.count() < 0 ||
+      hours.day_end > std::chrono::hours(24)) {
+    throw Error(ErrorCode::invalid_argument, "working hours must lie within a day, start < end");
+  }
+  const date::time_zone* z = zone(hours.time_zone);
+  // Busy time, merged.
+  std::vector<TimeSlot> busy;
+  for (const auto& e : conflicts(owner, from, to)) {
+    if (!busy.empty() && e.start <= busy.back().end) {
+      busy.back().end = std::max(busy.back().end, e.end);
+    } else {
+      busy.push_back({e.start, e.end});
+    }
+  }
+  std::vector<TimeSlot> free;
+  auto offer = [&](Timestamp a, Timestamp b) {
+    a = std::max(a, from);
+    b = std::min(b, to);
+    if (b - a >= min_length) free.push_back({a, b});
+  };
+  auto first_day = date::floor<date::days>(z->to_local(from));
+  auto last_day = date::floor<date::days>(z->to_local(to));
+  std::size_t next_busy = 0;
+  for (auto day = first_day; day <= last_day; day += date::days(1)) {
+    unsigned weekday = date::weekday(day).c_encoding();
+    if ((hours.weekdays & (1u << weekday)) == 0) continue;
+    using Local = date::local_time<std::chrono::microseconds>;
+    Timestamp open = at_local(z, Local(day) + hours.day_start);
+    Timestamp close = at_local(z, Local(day) + hours.day_end);
+    Timestamp cursor_at = open;
+    while (next_busy < busy.size() && busy[next_busy].end <= open) ++next_busy;
+    for (std::size_t i = next_busy; i < busy.size() && busy[i].start < close; ++i) {
+      if (busy[i].start > cursor_at) offer(cursor_at, busy[i].start);
+      cursor_at = std::max(cursor_at, busy[i].end);
+    }
+    if (cursor_at < close) offer(cursor_at, close);
+  }
+  return free;
+}
+
+}  // namespace convstore

@@ -1,0 +1,307 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace convstore;
+using namespace std::chrono_literals;
+
+namespace {
+
+Timestamp at(const char* iso) { return parse_timestamp(iso); }
+
+NewEvent timed(std::optional<UserId> owner, const char* title, const char* start, const char* end) {
+  NewEvent e;
+  e.owner = owner;
+  e.title = title;
+  e.start = at(start);
+  e.end = at(end);
+  return e;
+}
+
+std::vector<std::string> titles(const std::vector<CalendarEvent>& events) {
+  std::vector<std::string> out;
+  for (const auto& e : events) out.push_back(e.title);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("calendar: create, get, find by uid, update, remove", B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  auto user = store.conversations().upsert_user({"web", "ann"});
+  NewEvent n = timed(user.id, "Standup", "2026-11-24T09:00:00Z", "2026-11-24T09:15:00Z");
+  n.description = "daily";
+  n.location = "Room 1";
+  n.time_zone = "Europe/Berlin";
+  n.metadata = {{"color", "blue"}};
+  auto e = cal.create(n);
+  CHECK(e.id > 0);
+  CHECK_FALSE(e.uid.empty());
+  auto got = cal.get(e.id);
+  REQUIRE(got.has_value());
+  CHECK(got->owner == user.id);
+  CHECK(got->title == "Standup");
+  CHECK(got->description == "daily");
+  CHECK(got->location == "Room 1");
+  CHECK(got->start == at("2026-11-24T09:00:00Z"));
+  CHECK(got->end == at("2026-11-24T09:15:00Z"));
+  CHECK_FALSE(got->all_day);
+  CHECK(got->time_zone == "Europe/Berlin");
+  CHECK(got->metadata == Json{{"color", "blue"}});
+  CHECK(cal.find_by_uid(e.uid)->id == e.id);
+
+  EventUpdate up;
+  up.start = at("2026-11-24T10:00:00Z");
+  up.end = at("2026-11-24T10:30:00Z");
+  up.title = "Standup (moved)";
+  auto moved = cal.update(e.id, up);
+  CHECK(moved.start == at("2026-11-24T10:00:00Z"));
+  CHECK(moved.title == "Standup (moved)");
+  CHECK(cal.remove(e.id));
+  CHECK_FALSE(cal.remove(e.id));
+  CHECK_FALSE(cal.get(e.id).has_value());
+  CHECK_ERROR_CODE(cal.update(e.id, up), ErrorCode::not_found);
+}
+
+TEST_CASE_TEMPLATE("calendar: bad input names what is wrong and writes nothing", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  CHECK_ERROR_CODE(
+      cal.create(timed(std::nullopt, "x", "2026-01-01T10:00:00Z", "2026-01-01T09:00:00Z")),
+      ErrorCode::invalid_argument);
+  CHECK_ERROR_CODE(
+      cal.create(timed(std::nullopt, "x", "2026-01-01T10:00:00Z", "2026-01-01T10:00:00Z")),
+      ErrorCode::invalid_argument);
+  NewEvent tz = timed(std::nullopt, "x", "2026-01-01T09:00:00Z", "2026-01-01T10:00:00Z");
+  tz.time_zone = "Mars/Olympus_Mons";
+  try {
+    cal.create(tz);
+    FAIL("unknown zone accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == ErrorCode::invalid_argument);
+    CHECK(std::string(e.what()).find("Mars/Olympus_Mons") != std::string::npos);
+  }
+  NewEvent day;
+  day.title = "holiday";
+  day.all_day = true;
+  day.start_day = "2026-02-30";
+  day.end_day = "2026-03-01";
+  CHECK_ERROR_CODE(cal.create(day), ErrorCode::invalid_argument);
+  day.start_day = "2026-03-02";
+  day.end_day = "2026-03-02";
+  CHECK_ERROR_CODE(cal.create(day), ErrorCode::invalid_argument);
+  CHECK_ERROR_CODE(cal.create(timed(424242, "x", "2026-01-01T09:00:00Z", "2026-01-01T10:00:00Z")),
+                   ErrorCode::not_found);
+  auto e = cal.create(timed(std::nullopt, "x", "2026-01-01T09:00:00Z", "2026-01-01T10:00:00Z"));
+  NewEvent dup = timed(std::nullopt, "y", "2026-01-02T09:00:00Z", "2026-01-02T10:00:00Z");
+  dup.uid = e.uid;
+  CHECK_ERROR_CODE(cal.create(dup), ErrorCode::already_exists);
+  CHECK_ERROR_CODE(cal.range(std::nullopt, at("2026-01-02T00:00:00Z"), at("2026-01-01T00:00:00Z")),
+                   ErrorCode::invalid_argument);
+  CHECK(cal.range(std::nullopt, at("2025-01-01T00:00:00Z"), at("2027-01-01T00:00:00Z"))
+            .items.size() == 1);
+}
+
+TEST_CASE_TEMPLATE("calendar: all-day events cover whole local days, across daylight saving", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  NewEvent spring;
+  spring.title = "spring forward";
+  spring.all_day = true;
+  spring.time_zone = "Europe/Berlin";
+  spring.start_day = "2026-03-29";  // clocks go from 02:00 to 03:00
+  spring.end_day = "2026-03-30";
+  auto s = cal.create(spring);
+  CHECK(s.start == at("2026-03-28T23:00:00Z"));  // local midnight, UTC+1
+  CHECK(s.end == at("2026-03-29T22:00:00Z"));    // next local midnight, UTC+2
+  CHECK(s.end - s.start == 23h);
+  NewEvent autumn = spring;
+  autumn.title = "fall back";
+  autumn.start_day = "2026-10-25";
+  autumn.end_day = "2026-10-26";
+  auto a = cal.create(autumn);
+  CHECK(a.end - a.start == 25h);
+  // An all-day event in New York is not a UTC day.
+  NewEvent ny = spring;
+  ny.title = "new york day";
+  ny.time_zone = "America/New_York";
+  ny.start_day = "2026-07-04";
+  ny.end_day = "2026-07-05";
+  auto n = cal.create(ny);
+  CHECK(n.start == at("2026-07-04T04:00:00Z"));
+  // A range that touches only the UTC day before sees nothing of it.
+  CHECK(
+      cal.conflicts(std::nullopt, at("2026-07-03T12:00:00Z"), at("2026-07-04T04:00:00Z")).empty());
+  CHECK(
+      cal.conflicts(std::nullopt, at("2026-07-05T03:00:00Z"), at("2026-07-05T05:00:00Z")).size() ==
+      1);
+  // Moving it by days keeps it whole local days.
+  EventUpdate up;
+  up.start_day = "2026-03-28";
+  auto longer = cal.update(s.id, up);
+  CHECK(longer.start == at("2026-03-27T23:00:00Z"));
+  CHECK(longer.end == s.end);
+  EventUpdate wrong;
+  wrong.start = at("2026-03-28T10:00:00Z");
+  CHECK_ERROR_CODE(cal.update(s.id, wrong), ErrorCode::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("calendar: ranges are half-open, ordered, paged, and see long events", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  auto u = store.conversations().upsert_user({"web", "u"}).id;
+  auto other = store.conversations().upsert_user({"web", "v"}).id;
+  cal.create(timed(u, "a", "2026-05-01T09:00:00Z", "2026-05-01T10:00:00Z"));
+  cal.create(timed(u, "b", "2026-05-01T10:00:00Z", "2026-05-01T11:00:00Z"));
+  cal.create(timed(u, "conference", "2026-04-28T00:00:00Z", "2026-05-03T00:00:00Z"));
+  cal.create(timed(u, "c", "2026-05-01T11:00:00Z", "2026-05-01T11:30:00Z"));
+  cal.create(timed(other, "not mine", "2026-05-01T09:00:00Z", "2026-05-01T12:00:00Z"));
+  cal.create(timed(std::nullopt, "shared", "2026-05-01T09:00:00Z", "2026-05-01T12:00:00Z"));
+
+  auto r = cal.range(u, at("2026-05-01T10:00:00Z"), at("2026-05-01T11:00:00Z")).items;
+  CHECK(titles(r) ==
+        std::vector<std::string>{"conference", "b"});  // a ends at 10:00, c starts at 11:00
+  CHECK(titles(cal.conflicts(u, at("2026-05-01T09:30:00Z"), at("2026-05-01T10:30:00Z"))) ==
+        std::vector<std::string>{"conference", "a", "b"});
+  CHECK(titles(cal.conflicts(std::nullopt, at("2026-05-01T00:00:00Z"),
+                             at("2026-05-02T00:00:00Z"))) == std::vector<std::string>{"shared"});
+
+  std::vector<std::string> paged;
+  std::string cursor;
+  int pages = 0;
+  do {
+    auto page = cal.range(u, at("2026-04-01T00:00:00Z"), at("2026-06-01T00:00:00Z"), 2, cursor);
+    for (auto& e : page.items) paged.push_back(e.title);
+    cursor = page.next_cursor;
+    ++pages;
+  } while (!cursor.empty());
+  CHECK(pages == 2);
+  CHECK(paged == std::vector<std::string>{"conference", "a", "b", "c"});
+  CHECK_ERROR_CODE(cal.range(u, at("2026-04-01T00:00:00Z"), at("2026-06-01T00:00:00Z"), 2, "bad"),
+                   ErrorCode::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("calendar: a booking that overlaps is refused with the events in the way", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  BookingOptions strict;
+  strict.refuse_conflicts = true;
+  auto first = cal.create(
+      timed(std::nullopt, "dentist", "2026-06-01T14:00:00Z", "2026-06-01T15:00:00Z"), strict);
+  try {
+    cal.create(timed(std::nullopt, "call", "2026-06-01T14:30:00Z", "2026-06-01T15:30:00Z"), strict);
+    FAIL("overlap accepted");
+  } catch (const CalendarConflict& c) {
+    CHECK(c.code() == ErrorCode::conflict);
+    REQUIRE(c.conflicts().size() == 1);
+    CHECK(c.conflicts()[0].id == first.id);
+    CHECK(std::string(c.what()).find("dentist") != std::string::npos);
+  }
+  // Back to back is fine.
+  cal.create(timed(std::nullopt, "after", "2026-06-01T15:00:00Z", "2026-06-01T16:00:00Z"), strict);
+  // An update is checked against the others, not against itself.
+  EventUpdate longer;
+  longer.start = at("2026-06-01T13:30:00Z");
+  CHECK_NOTHROW(cal.update(first.id, longer, strict));
+  longer.end = at("2026-06-01T15:30:00Z");
+  CHECK_THROWS_AS(cal.update(first.id, longer, strict), CalendarConflict);
+  CHECK(cal.get(first.id)->end == at("2026-06-01T15:00:00Z"));
+  // Without the option an overlap is stored.
+  cal.create(timed(std::nullopt, "double", "2026-06-01T14:30:00Z", "2026-06-01T14:45:00Z"));
+  CHECK(
+      cal.conflicts(std::nullopt, at("2026-06-01T00:00:00Z"), at("2026-06-02T00:00:00Z")).size() ==
+      3);
+}
+
+TEST_CASE_TEMPLATE("calendar: 8 threads booking one slot: exactly one wins", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Options o;
+  o.pool_size = 8;
+  auto store = db.open(o);
+  auto& cal = store.calendar();
+  auto u = store.conversations().upsert_user({"web", "booker"}).id;
+  for (int round = 0; round < 5; ++round) {
+    std::string day = "2026-09-1" + std::to_string(round);
+    std::string start = day + "T10:00:00Z", end = day + "T11:00:00Z";
+    std::atomic<int> won{0}, refused{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        BookingOptions strict;
+        strict.refuse_conflicts = true;
+        try {
+          cal.create(timed(u, ("t" + std::to_string(t)).c_str(), start.c_str(), end.c_str()),
+                     strict);
+          ++won;
+        } catch (const CalendarConflict&) {
+          ++refused;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(won.load() == 1);
+    CHECK(refused.load() == 7);
+  }
+}
+
+TEST_CASE_TEMPLATE("calendar: two processes booking one slot: exactly one wins", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  for (int round = 0; round < 3; ++round) {
+    std::string start = "2026-10-0" + std::to_string(round + 1) + "T08:00:00Z";
+    std::string args = "book '" + db.url() + "' " + start + " ";
+    int a = testing::spawn_helper(args + "one");
+    int b = testing::spawn_helper(args + "two");
+    int ra = testing::wait_helper(a), rb = testing::wait_helper(b);
+    // Exit 0: booked; exit 3: refused as a conflict.
+    CHECK(((ra == 0 && rb == 3) || (ra == 3 && rb == 0)));
+  }
+  CHECK(store.calendar()
+            .conflicts(std::nullopt, at("2026-10-01T00:00:00Z"), at("2026-10-05T00:00:00Z"))
+            .size() == 3);
+}
+
+TEST_CASE_TEMPLATE("calendar: free slots inside working hours, at least the minimum long", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  auto u = store.conversations().upsert_user({"web", "f"}).id;
+  // Friday 2026-11-27 and Monday 2026-11-30, Berlin (UTC+1).
+  cal.create(timed(u, "a", "2026-11-27T09:00:00Z", "2026-11-27T10:00:00Z"));  // 10-11 local
+  cal.create(timed(u, "b", "2026-11-27T09:30:00Z", "2026-11-27T11:00:00Z"));  // overlaps a
+  cal.create(timed(u, "c", "2026-11-27T11:10:00Z", "2026-11-27T12:00:00Z"));  // leaves 10 min
+  WorkingHours hours;
+  hours.time_zone = "Europe/Berlin";
+  auto slots =
+      cal.free_slots(u, at("2026-11-27T00:00:00Z"), at("2026-12-01T00:00:00Z"), hours, 30min);
+  REQUIRE(slots.size() == 3);
+  CHECK(slots[0].start == at("2026-11-27T08:00:00Z"));  // 9:00 local
+  CHECK(slots[0].end == at("2026-11-27T09:00:00Z"));
+  CHECK(slots[1].start == at("2026-11-27T12:00:00Z"));
+  CHECK(slots[1].end == at("2026-11-27T16:00:00Z"));    // 17:00 local
+  CHECK(slots[2].start == at("2026-11-30T08:00:00Z"));  // Monday; the weekend is skipped
+  CHECK(slots[2].end == at("2026-11-30T16:00:00Z"));
+  WorkingHours bad;
+  bad.day_start = 18h;
+  bad.day_end = 9h;
+  CHECK_ERROR_CODE(
+      cal.free_slots(u, at("2026-11-27T00:00:00Z"), at("2026-11-28T00:00:00Z"), bad, 30min),
+      ErrorCode::invalid_argument);
+}
