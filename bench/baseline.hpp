@@ -60,6 +60,10 @@ class Baseline {
   virtual void upsert_state(const std::string& scope, const std::string& agent,
                             const convstore::Json& state) = 0;
   virtual convstore::Json load_state(const std::string& scope, const std::string& agent) = 0;
+  // W4: the events of `owner` overlapping [from, to), bounded below by the
+  // owner's longest event (kept in calendar_bounds), rows decoded.
+  virtual std::size_t overlapping(long long owner, convstore::Timestamp from,
+                                  convstore::Timestamp to) = 0;
   // The raw read a cached agent saves: the registry row, JSON decoded.
   virtual convstore::Json load_agent_config(const std::string& id) = 0;
 };

@@ -76,6 +76,12 @@ class PostgresqlBaseline final : public Baseline {
         "model_override, external_ref, message_count, version, last_message_at, metadata, "
         "created_at, updated_at FROM conversations WHERE user_id = $1 ";
     prepare("first_page", cols + "ORDER BY updated_at DESC, id DESC LIMIT $2");
+    prepare("overlap",
+            "SELECT id, owner_id, uid, title, description, location, start_at, end_at, all_day, "
+            "time_zone, metadata, created_at, updated_at FROM calendar_events WHERE owner_id = $1 "
+            "AND start_at >= $2::timestamptz - COALESCE((SELECT longest_us FROM calendar_bounds "
+            "WHERE owner_key = $1), 0) * interval '1 microsecond' AND start_at < $3 AND "
+            "end_at > $2 ORDER BY start_at, id");
     prepare("upsert_state",
             "INSERT INTO agent_states (scope_kind, scope_key, agent, state, version, created_at, "
             "updated_at) VALUES ('session', $1, $2, $3, 1, $4, $4) ON CONFLICT (scope_kind, "
@@ -207,6 +213,42 @@ class PostgresqlBaseline final : public Baseline {
     Result r(PQexecPrepared(c_, "load_state", 2, params, nullptr, nullptr, 0));
     check(r.get(), PGRES_TUPLES_OK);
     return PQntuples(r.get()) > 0 ? json(r.get(), 0, 0) : convstore::Json::object();
+  }
+
+  std::size_t overlapping(long long owner, convstore::Timestamp from,
+                          convstore::Timestamp to) override {
+    std::string o = std::to_string(owner), f = convstore::to_iso8601(from),
+                t = convstore::to_iso8601(to);
+    const char* params[] = {o.c_str(), f.c_str(), t.c_str()};
+    Result res(PQexecPrepared(c_, "overlap", 3, params, nullptr, nullptr, 0));
+    PGresult* r = res.get();
+    check(r, PGRES_TUPLES_OK);
+    struct Event {
+      long long id, owner;
+      std::string uid, title, description, location, time_zone;
+      convstore::Timestamp start, end, created, updated;
+      bool all_day;
+      convstore::Json metadata;
+    };
+    std::vector<Event> out;
+    for (int i = 0; i < PQntuples(r); ++i) {
+      Event e;
+      e.id = num(r, i, 0);
+      e.owner = num(r, i, 1);
+      e.uid = col(r, i, 2);
+      e.title = col(r, i, 3);
+      e.description = col(r, i, 4);
+      e.location = col(r, i, 5);
+      e.start = convstore::parse_timestamp(col(r, i, 6));
+      e.end = convstore::parse_timestamp(col(r, i, 7));
+      e.all_day = col(r, i, 8) == "t";
+      e.time_zone = col(r, i, 9);
+      e.metadata = json(r, i, 10);
+      e.created = convstore::parse_timestamp(col(r, i, 11));
+      e.updated = convstore::parse_timestamp(col(r, i, 12));
+      out.push_back(std::move(e));
+    }
+    return out.size();
   }
 
   convstore::Json load_agent_config(const std::string& id) override {

@@ -68,12 +68,17 @@ class SqliteBaseline final : public Baseline {
         "SELECT id, name, description, type, persona, config, tools, sub_agents, planner, "
         "version, active, usage_count, last_used_at, metadata, created_at, updated_at FROM "
         "agents WHERE id = ?");
+    bound_ = prepare("SELECT longest_us FROM calendar_bounds WHERE owner_key = ?");
+    overlap_ = prepare(
+        "SELECT id, owner_id, uid, title, description, location, start_at, end_at, all_day, "
+        "time_zone, metadata, created_at, updated_at FROM calendar_events WHERE owner_id = ? "
+        "AND start_at >= ? AND start_at < ? AND end_at > ? ORDER BY start_at, id");
     next_page_ = prepare(std::string(cols) +
                          "AND (updated_at, id) < (?, ?) ORDER BY updated_at DESC, id DESC LIMIT ?");
   }
   ~SqliteBaseline() override {
     for (auto* st : {begin_, commit_, insert_, count_, recent_, first_page_, next_page_,
-                     upsert_state_, load_state_, load_agent_}) {
+                     upsert_state_, load_state_, load_agent_, bound_, overlap_}) {
       sqlite3_finalize(st);
     }
     sqlite3_close(db_);
@@ -186,6 +191,47 @@ class SqliteBaseline final : public Baseline {
     return out;
   }
 
+  std::size_t overlapping(long long owner, convstore::Timestamp from,
+                          convstore::Timestamp to) override {
+    sqlite3_bind_int64(bound_, 1, owner);
+    long long span = 0;
+    if (sqlite3_step(bound_) == SQLITE_ROW) span = sqlite3_column_int64(bound_, 0);
+    sqlite3_reset(bound_);
+    std::string lo = convstore::to_iso8601(from - std::chrono::microseconds(span));
+    std::string hi = convstore::to_iso8601(to), f = convstore::to_iso8601(from);
+    sqlite3_bind_int64(overlap_, 1, owner);
+    sqlite3_bind_text(overlap_, 2, lo.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(overlap_, 3, hi.c_str(), -1, SQLITE_STATIC);
+    sqlite3_bind_text(overlap_, 4, f.c_str(), -1, SQLITE_STATIC);
+    struct Event {
+      long long id, owner;
+      std::string uid, title, description, location, time_zone;
+      convstore::Timestamp start, end, created, updated;
+      bool all_day;
+      convstore::Json metadata;
+    };
+    std::vector<Event> out;
+    while (sqlite3_step(overlap_) == SQLITE_ROW) {
+      Event e;
+      e.id = sqlite3_column_int64(overlap_, 0);
+      e.owner = sqlite3_column_int64(overlap_, 1);
+      e.uid = col(overlap_, 2);
+      e.title = col(overlap_, 3);
+      e.description = col(overlap_, 4);
+      e.location = col(overlap_, 5);
+      e.start = convstore::parse_timestamp(col(overlap_, 6));
+      e.end = convstore::parse_timestamp(col(overlap_, 7));
+      e.all_day = sqlite3_column_int(overlap_, 8) != 0;
+      e.time_zone = col(overlap_, 9);
+      e.metadata = json(overlap_, 10);
+      e.created = convstore::parse_timestamp(col(overlap_, 11));
+      e.updated = convstore::parse_timestamp(col(overlap_, 12));
+      out.push_back(std::move(e));
+    }
+    sqlite3_reset(overlap_);
+    return out.size();
+  }
+
   convstore::Json load_agent_config(const std::string& id) override {
     sqlite3_bind_text(load_agent_, 1, id.c_str(), -1, SQLITE_STATIC);
     convstore::Json out;
@@ -237,7 +283,7 @@ class SqliteBaseline final : public Baseline {
 
   sqlite3* db_ = nullptr;
   sqlite3_stmt *begin_, *commit_, *insert_, *count_, *recent_, *first_page_, *next_page_,
-      *upsert_state_, *load_state_, *load_agent_;
+      *upsert_state_, *load_state_, *load_agent_, *bound_, *overlap_;
 };
 
 }  // namespace

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <charconv>
 #include <random>
-#include <sstream>
 
 #include "store_helpers.hpp"
 #include "store_impl.hpp"
@@ -52,10 +51,17 @@ const date::time_zone* zone(const std::string& name) {
 }
 
 date::local_days parse_day(const std::string& text, std::string_view what) {
-  date::year_month_day ymd{};
-  std::istringstream in(text);
-  in >> date::parse("%F", ymd);
-  if (in.fail() || !ymd.ok() || in.peek() != std::char_traits<char>::eof()) {
+  // Exactly YYYY-MM-DD; the calendar check is date's.
+  auto field = [&](std::size_t pos, std::size_t len, int& out) {
+    auto r = std::from_chars(text.data() + pos, text.data() + pos + len, out);
+    return r.ec == std::errc() && r.ptr == text.data() + pos + len;
+  };
+  int y = 0, m = 0, d = 0;
+  bool ok = text.size() == 10 && text[4] == '-' && text[7] == '-' && field(0, 4, y) &&
+            field(5, 2, m) && field(8, 2, d) && m > 0 && d > 0;
+  date::year_month_day ymd{date::year{y}, date::month{static_cast<unsigned>(m)},
+                           date::day{static_cast<unsigned>(d)}};
+  if (!ok || !ymd.ok()) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{} '{}' is not a date (YYYY-MM-DD)", what, text));
   }
@@ -132,24 +138,38 @@ void widen_bounds(Connection& c, std::optional<UserId> owner, const CalendarEven
 // Events of `owner` overlapping [from, to), ordered by (start, id), after the
 // cursor position, at most `limit` (0: all). The scan is bounded below by
 // `from` minus the owner's longest event, so it reads only events that can
-// overlap.
+// overlap: a short index range instead of half the table. On PostgreSQL the
+// bound is a subquery of the one statement; on SQLite (times are text) it is
+// read first, in the same snapshot.
 std::vector<CalendarEvent> overlapping(Connection& c, std::optional<UserId> owner, Timestamp from,
                                        Timestamp to, std::optional<EventId> except,
                                        std::optional<std::pair<Timestamp, EventId>> after,
                                        std::size_t limit) {
-  long long span = longest(c, owner);
-  if (span == 0) return {};
-  std::string sql = fmt::format(
-      "SELECT " CS_EVENT_COLS
-      " FROM calendar_events WHERE {} AND start_at >= :lo AND start_at < :hi AND end_at > :from",
-      owner_clause(owner));
+  const bool pg = c.backend() == Backend::postgresql;
+  long long span = 0;
+  if (!pg) {
+    span = longest(c, owner);
+    if (span == 0) return {};
+  }
+  std::string sql = fmt::format("SELECT " CS_EVENT_COLS " FROM calendar_events WHERE {} AND {}",
+                                owner_clause(owner),
+                                pg ? "start_at >= :lo::timestamptz - COALESCE((SELECT longest_us "
+                                     "FROM calendar_bounds WHERE owner_key = :k), 0) * "
+                                     "interval '1 microsecond'"
+                                   : "start_at >= :lo");
+  sql += " AND start_at < :hi AND end_at > :from";
   if (except) sql += " AND id <> :except";
   if (after) sql += " AND (start_at, id) > (:cs, :cid)";
   sql += " ORDER BY start_at, id";
   if (limit > 0) sql += " LIMIT :n";
   Stmt s(c, sql);
   if (owner) s.in(*owner);
-  s.in(from - std::chrono::microseconds(span)).in(to).in(from);
+  if (pg) {
+    s.in(from).in(owner_key(owner));
+  } else {
+    s.in(from - std::chrono::microseconds(span));
+  }
+  s.in(to).in(from);
   if (except) s.in(*except);
   if (after) s.in(after->first).in(after->second);
   if (limit > 0) s.in(limit);
@@ -352,6 +372,16 @@ std::pair<Timestamp, EventId> parse_event_cursor(const std::string& cursor) {
   return {Timestamp(std::chrono::microseconds(micros)), id};
 }
 
+// An overlap query runs without a transaction. On SQLite the longest-event
+// bound is read by a statement of its own just before: an event longer than
+// all others, committed by another connection between the two, may be
+// missed by this one read, as if it had run a moment earlier. Bookings that
+// refuse conflicts read both inside their write transaction.
+template <class F>
+auto overlap_read(Store::Impl* impl, const Op& op, F&& fn) {
+  return impl->read(op, std::forward<F>(fn));
+}
+
 void check_range(Timestamp from, Timestamp to) {
   if (to <= from) {
     throw Error(ErrorCode::invalid_argument, fmt::format("range end {} is not after its start {}",
@@ -370,7 +400,7 @@ Page<CalendarEvent> CalendarStore::range(std::optional<UserId> owner, Timestamp 
   }
   std::optional<std::pair<Timestamp, EventId>> after;
   if (!cursor.empty()) after = parse_event_cursor(cursor);
-  return impl_->snapshot(Op{"list events"}, [&](Connection& c) {
+  return overlap_read(impl_, Op{"list events"}, [&](Connection& c) {
     Page<CalendarEvent> page;
     page.items = overlapping(c, owner, from, to, std::nullopt, after, limit + 1);
     if (page.items.size() > limit) {
@@ -384,7 +414,7 @@ Page<CalendarEvent> CalendarStore::range(std::optional<UserId> owner, Timestamp 
 std::vector<CalendarEvent> CalendarStore::conflicts(std::optional<UserId> owner, Timestamp start,
                                                     Timestamp end) {
   check_range(start, end);
-  return impl_->snapshot(Op{"find conflicts"}, [&](Connection& c) {
+  return overlap_read(impl_, Op{"find conflicts"}, [&](Connection& c) {
     return overlapping(c, owner, start, end, std::nullopt, std::nullopt, 0);
   });
 }
