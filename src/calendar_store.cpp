@@ -350,28 +350,6 @@ bool CalendarStore::remove(EventId id) {
 
 namespace {
 
-std::string event_cursor(const CalendarEvent& e) {
-  return fmt::format("e1.{}.{}", e.start.time_since_epoch().count(), e.id);
-}
-
-std::pair<Timestamp, EventId> parse_event_cursor(const std::string& cursor) {
-  auto bad = [&] {
-    return Error(ErrorCode::invalid_argument, fmt::format("malformed page cursor '{}'", cursor));
-  };
-  if (cursor.size() < 6 || cursor.compare(0, 3, "e1.") != 0) throw bad();
-  auto dot = cursor.find('.', 3);
-  if (dot == std::string::npos) throw bad();
-  long long micros = 0, id = 0;
-  const char* b = cursor.data();
-  auto r1 = std::from_chars(b + 3, b + dot, micros);
-  auto r2 = std::from_chars(b + dot + 1, b + cursor.size(), id);
-  if (r1.ec != std::errc() || r1.ptr != b + dot || r2.ec != std::errc() ||
-      r2.ptr != b + cursor.size() || id <= 0) {
-    throw bad();
-  }
-  return {Timestamp(std::chrono::microseconds(micros)), id};
-}
-
 // An overlap query runs without a transaction. On SQLite the longest-event
 // bound is read by a statement of its own just before: an event longer than
 // all others, committed by another connection between the two, may be
@@ -399,13 +377,13 @@ Page<CalendarEvent> CalendarStore::range(std::optional<UserId> owner, Timestamp 
                 fmt::format("page size {} is outside 1..10000", limit));
   }
   std::optional<std::pair<Timestamp, EventId>> after;
-  if (!cursor.empty()) after = parse_event_cursor(cursor);
+  if (!cursor.empty()) after = detail::parse_time_cursor("e1", cursor);
   return overlap_read(impl_, Op{"list events"}, [&](Connection& c) {
     Page<CalendarEvent> page;
     page.items = overlapping(c, owner, from, to, std::nullopt, after, limit + 1);
     if (page.items.size() > limit) {
       page.items.pop_back();
-      page.next_cursor = event_cursor(page.items.back());
+      page.next_cursor = detail::time_cursor("e1", page.items.back().start, page.items.back().id);
     }
     return page;
   });

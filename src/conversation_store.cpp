@@ -437,29 +437,6 @@ const Sql kAppendOneStatement{
     ":pid, :rpid, :ck, :done::int::boolean, :md::jsonb, :t3::timestamptz, :t4::timestamptz "
     "FROM c RETURNING id"};
 
-// Builds a cursor for keyset pagination over (updated_at, id).
-std::string make_cursor(const Conversation& c) {
-  return fmt::format("v1.{}.{}", c.updated_at.time_since_epoch().count(), c.id);
-}
-
-std::pair<Timestamp, ConversationId> parse_cursor(const std::string& cursor) {
-  auto bad = [&] {
-    return Error(ErrorCode::invalid_argument, fmt::format("malformed page cursor '{}'", cursor));
-  };
-  if (cursor.size() < 6 || cursor.compare(0, 3, "v1.") != 0) throw bad();
-  auto dot = cursor.find('.', 3);
-  if (dot == std::string::npos) throw bad();
-  long long micros = 0, id = 0;
-  const char* b = cursor.data();
-  auto r1 = std::from_chars(b + 3, b + dot, micros);
-  auto r2 = std::from_chars(b + dot + 1, b + cursor.size(), id);
-  if (r1.ec != std::errc() || r1.ptr != b + dot || r2.ec != std::errc() ||
-      r2.ptr != b + cursor.size() || id <= 0) {
-    throw bad();
-  }
-  return {Timestamp(std::chrono::microseconds(micros)), id};
-}
-
 }  // namespace
 
 // ============================ users and channels ============================
@@ -740,7 +717,7 @@ Page<Conversation> ConversationStore::list(const ConversationFilter& f) {
   check_opt(f.agent, "agent filter");
   check_opt(f.kind, "kind filter");
   std::optional<std::pair<Timestamp, ConversationId>> after;
-  if (!f.cursor.empty()) after = parse_cursor(f.cursor);
+  if (!f.cursor.empty()) after = detail::parse_time_cursor("v1", f.cursor);
   // The text depends only on which filters are set (at most 2^8 variants),
   // so each variant is prepared once per connection.
   std::string sql = "SELECT " CS_CONV_COLS " FROM conversations WHERE 1 = 1";
@@ -768,7 +745,8 @@ Page<Conversation> ConversationStore::list(const ConversationFilter& f) {
     page.items = fetch_all<Conversation>(s);
     if (page.items.size() > f.limit) {
       page.items.pop_back();
-      page.next_cursor = make_cursor(page.items.back());
+      page.next_cursor =
+          detail::time_cursor("v1", page.items.back().updated_at, page.items.back().id);
     }
     return page;
   });

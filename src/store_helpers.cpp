@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
+
 namespace convstore::detail {
 
 namespace {
@@ -39,6 +41,33 @@ std::string json_text(const Json& j, std::string_view what) {
     throw Error(ErrorCode::invalid_argument, fmt::format("{} contains a NUL character", what));
   }
   return text;
+}
+
+std::string time_cursor(std::string_view prefix, Timestamp t, long long id) {
+  return fmt::format("{}.{}.{}", prefix, t.time_since_epoch().count(), id);
+}
+
+std::pair<Timestamp, long long> parse_time_cursor(std::string_view prefix,
+                                                  const std::string& cursor) {
+  auto bad = [&] {
+    return Error(ErrorCode::invalid_argument, fmt::format("malformed page cursor '{}'", cursor));
+  };
+  const std::size_t start = prefix.size() + 1;
+  if (cursor.size() <= start || cursor.compare(0, prefix.size(), prefix) != 0 ||
+      cursor[prefix.size()] != '.') {
+    throw bad();
+  }
+  auto dot = cursor.find('.', start);
+  if (dot == std::string::npos) throw bad();
+  long long micros = 0, id = 0;
+  const char* b = cursor.data();
+  auto r1 = std::from_chars(b + start, b + dot, micros);
+  auto r2 = std::from_chars(b + dot + 1, b + cursor.size(), id);
+  if (r1.ec != std::errc() || r1.ptr != b + dot || r2.ec != std::errc() ||
+      r2.ptr != b + cursor.size() || id <= 0) {
+    throw bad();
+  }
+  return {Timestamp(std::chrono::microseconds(micros)), id};
 }
 
 void check_id(std::string_view id, std::string_view what) {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "convstore/calendar_store.hpp"
@@ -62,6 +63,13 @@ inline std::optional<std::string> cleared(const std::string& v) {
 // JSON as stored text. Invalid UTF-8 inside, or a NUL character (which
 // PostgreSQL's JSONB refuses), is invalid_argument on both backends.
 std::string json_text(const Json& j, std::string_view what);
+
+// Keyset cursors over (time, id): "<prefix>.<microseconds>.<id>". The prefix
+// names the listing (and its version), so a cursor from another listing is
+// malformed; parse throws Error(invalid_argument) for anything malformed.
+std::string time_cursor(std::string_view prefix, Timestamp t, long long id);
+std::pair<Timestamp, long long> parse_time_cursor(std::string_view prefix,
+                                                  const std::string& cursor);
 
 // An identifier chosen by the app (agent id, scope key): 1..200 characters
 // of valid UTF-8 without control characters; else Error(invalid_argument)
