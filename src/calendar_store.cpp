@@ -6,6 +6,7 @@
 #include <date/tz.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <random>
 
@@ -394,6 +395,62 @@ std::vector<CalendarEvent> CalendarStore::conflicts(std::optional<UserId> owner,
   check_range(start, end);
   return overlap_read(impl_, Op{"find conflicts"}, [&](Connection& c) {
     return overlapping(c, owner, start, end, std::nullopt, std::nullopt, 0);
+  });
+}
+
+namespace {
+
+// The words of a search: runs of letters and digits (any byte of a
+// multi-byte UTF-8 character counts as a letter), ASCII lower-cased. Both
+// indexes split text the same way for such words.
+std::vector<std::string> words_of(std::string_view text) {
+  std::vector<std::string> words;
+  std::string word;
+  for (char ch : text) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x80 || std::isalnum(c)) {
+      word += static_cast<char>(std::tolower(c));
+    } else if (!word.empty()) {
+      words.push_back(std::move(word));
+      word.clear();
+    }
+  }
+  if (!word.empty()) words.push_back(std::move(word));
+  return words;
+}
+
+}  // namespace
+
+std::vector<CalendarEvent> CalendarStore::search(std::optional<UserId> owner, std::string_view text,
+                                                 std::size_t limit) {
+  check_text(text, "search text");
+  if (limit == 0 || limit > 10000) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("limit {} is outside 1..10000", limit));
+  }
+  auto words = words_of(text);
+  if (words.empty()) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("search text '{}' has no word", text));
+  }
+  const bool pg = impl_->backend() == Backend::postgresql;
+  // SQLite: every word quoted (an FTS5 phrase of one word), all required.
+  // PostgreSQL: the words joined for plainto_tsquery, which ANDs them.
+  std::string query;
+  for (const auto& w : words) {
+    if (!query.empty()) query += ' ';
+    query += pg ? w : "\"" + w + "\"";
+  }
+  std::string sql = fmt::format(
+      "SELECT " CS_EVENT_COLS
+      " FROM calendar_events WHERE {} AND {} ORDER BY start_at, id "
+      "LIMIT :n",
+      owner_clause(owner),
+      pg ? "search @@ plainto_tsquery('simple', :q)"
+         : "id IN (SELECT rowid FROM calendar_events_fts WHERE calendar_events_fts MATCH :q)");
+  return impl_->read(Op{"search events"}, [&](Connection& c) {
+    Stmt s(c, sql);
+    if (owner) s.in(*owner);
+    s.in(query).in(limit);
+    return fetch_all<CalendarEvent>(s);
   });
 }
 

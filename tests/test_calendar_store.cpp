@@ -305,3 +305,48 @@ TEST_CASE_TEMPLATE("calendar: free slots inside working hours, at least the mini
       cal.free_slots(u, at("2026-11-27T00:00:00Z"), at("2026-11-28T00:00:00Z"), bad, 30min),
       ErrorCode::invalid_argument);
 }
+
+TEST_CASE_TEMPLATE("calendar: search finds every word in title or description, alike on both", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  auto u = store.conversations().upsert_user({"web", "s"}).id;
+  auto dentist = timed(u, "Dentist appointment", "2026-03-01T09:00:00Z", "2026-03-01T10:00:00Z");
+  dentist.description = "Bring the insurance card";
+  auto d = cal.create(dentist);
+  auto review = timed(u, "Quarterly review", "2026-02-01T09:00:00Z", "2026-02-01T10:00:00Z");
+  review.description = "Budget, hiring; dentist plan?";
+  cal.create(review);
+  cal.create(timed(u, "Café with Ana", "2026-01-01T09:00:00Z", "2026-01-01T10:00:00Z"));
+  cal.create(
+      timed(std::nullopt, "Dentist (shared)", "2026-03-02T09:00:00Z", "2026-03-02T10:00:00Z"));
+
+  CHECK(titles(cal.search(u, "dentist")) ==
+        std::vector<std::string>{"Quarterly review", "Dentist appointment"});  // by start
+  CHECK(titles(cal.search(u, "DENTIST insurance")) ==
+        std::vector<std::string>{"Dentist appointment"});
+  CHECK(titles(cal.search(u, "café")) == std::vector<std::string>{"Café with Ana"});
+  CHECK(cal.search(u, "cafe").empty());         // no accent folding, on either
+  CHECK(cal.search(u, "dent").empty());         // whole words
+  CHECK(cal.search(u, "dentist ana").empty());  // every word
+  CHECK(titles(cal.search(std::nullopt, "dentist")) ==
+        std::vector<std::string>{"Dentist (shared)"});
+  CHECK(cal.search(u, "dentist", 1).size() == 1);
+
+  // The index follows edits and deletes.
+  EventUpdate up;
+  up.title = "Orthodontist appointment";
+  cal.update(d.id, up);
+  CHECK(titles(cal.search(u, "dentist")) == std::vector<std::string>{"Quarterly review"});
+  CHECK(titles(cal.search(u, "orthodontist")) ==
+        std::vector<std::string>{"Orthodontist appointment"});
+  CHECK(cal.remove(d.id));
+  CHECK(cal.search(u, "orthodontist").empty());
+
+  CHECK_ERROR_CODE(cal.search(u, "  ;; "), ErrorCode::invalid_argument);
+  // Search syntax is not interpreted: quotes and operators are just words.
+  CHECK(cal.search(u, "\"review\" OR NOT").empty());
+  CHECK(titles(cal.search(u, "review: \"quarterly*")) ==
+        std::vector<std::string>{"Quarterly review"});
+}

@@ -111,7 +111,7 @@ class SqliteDialect final : public Dialect {
 
   const std::vector<std::vector<std::string>>& migrations() const override {
     static const auto m = schema_migrations(SchemaTypes{
-        "INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER", "TEXT", "TEXT", "BOOLEAN", "TEXT"});
+        "INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER", "TEXT", "TEXT", "BOOLEAN", "TEXT", false});
     return m;
   }
 };

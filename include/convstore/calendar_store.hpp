@@ -137,6 +137,12 @@ class CONVSTORE_EXPORT CalendarStore {
   // Every event of `owner` that overlaps [start, end) (seed 001
   // find_conflicts), ordered by start.
   std::vector<CalendarEvent> conflicts(std::optional<UserId> owner, Timestamp start, Timestamp end);
+  // Events of `owner` whose title or description contains every word of
+  // `text` (case-insensitive, whole words, no stemming; the same matches on
+  // SQLite's FTS5 and PostgreSQL's tsvector), ordered by start, at most
+  // `limit`. Throws Error(invalid_argument) when `text` has no word.
+  std::vector<CalendarEvent> search(std::optional<UserId> owner, std::string_view text,
+                                    std::size_t limit = 50);
   // The free intervals of `owner` between `from` and `to` inside working
   // hours, each at least `min_length` long, in order.
   std::vector<TimeSlot> free_slots(std::optional<UserId> owner, Timestamp from, Timestamp to,

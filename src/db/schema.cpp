@@ -178,6 +178,31 @@ const char* const kMigration3[] = {
 ))",
 };
 
+// Title and description search, the same words found on both: an FTS5 index
+// kept by triggers (unicode61 without diacritics removal), and a generated
+// tsvector with the 'simple' configuration (no stemming) and a GIN index.
+const char* const kSearchSqlite[] = {
+    "CREATE VIRTUAL TABLE calendar_events_fts USING fts5(title, description, "
+    "content='calendar_events', content_rowid='id', tokenize='unicode61 remove_diacritics 0')",
+    "CREATE TRIGGER calendar_events_fts_insert AFTER INSERT ON calendar_events BEGIN "
+    "INSERT INTO calendar_events_fts (rowid, title, description) "
+    "VALUES (new.id, new.title, new.description); END",
+    "CREATE TRIGGER calendar_events_fts_delete AFTER DELETE ON calendar_events BEGIN "
+    "INSERT INTO calendar_events_fts (calendar_events_fts, rowid, title, description) "
+    "VALUES ('delete', old.id, old.title, old.description); END",
+    "CREATE TRIGGER calendar_events_fts_update AFTER UPDATE OF title, description "
+    "ON calendar_events BEGIN "
+    "INSERT INTO calendar_events_fts (calendar_events_fts, rowid, title, description) "
+    "VALUES ('delete', old.id, old.title, old.description); "
+    "INSERT INTO calendar_events_fts (rowid, title, description) "
+    "VALUES (new.id, new.title, new.description); END",
+};
+const char* const kSearchPostgresql[] = {
+    "ALTER TABLE calendar_events ADD COLUMN search tsvector GENERATED ALWAYS AS "
+    "(to_tsvector('simple', title || ' ' || description)) STORED",
+    "CREATE INDEX calendar_events_search ON calendar_events USING GIN (search)",
+};
+
 }  // namespace
 
 std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
@@ -190,6 +215,11 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
   for (const char* sql : kMigration3) out[2].push_back(expand(sql));
+  if (t.postgresql) {
+    for (const char* sql : kSearchPostgresql) out[2].push_back(sql);
+  } else {
+    for (const char* sql : kSearchSqlite) out[2].push_back(sql);
+  }
   return out;
 }
 
@@ -197,7 +227,7 @@ const std::vector<std::string>& migration_descriptions() {
   static const std::vector<std::string> d{
       "users, channel configs, conversations, messages, data snapshots, agent questions",
       "agent registry, agent state and its history",
-      "calendar events and the longest event of each owner"};
+      "calendar events, their search index, and the longest event of each owner"};
   return d;
 }
 

@@ -15,6 +15,7 @@ struct SchemaTypes {
   const char* json;       // TEXT / JSONB
   const char* boolean;
   const char* sorted_text;  // text that sorts by bytes (COLLATE "C" on PostgreSQL), as on SQLite
+  bool postgresql = false;  // picks the few statements that differ (full-text search)
 };
 
 // The schema's migrations written once for both backends: element i takes a
