@@ -207,15 +207,7 @@ std::vector<bench::Row> run_w2(Databases& dbs, bool sqlite, const Scale& s) {
       got += raw->recent(id, 50).size();
       base.add(t0);
     };
-    // Whichever runs second finds the rows warm in the CPU caches: take
-    // turns.
-    if (i % 2 == 0) {
-      run_cs();
-      run_raw();
-    } else {
-      run_raw();
-      run_cs();
-    }
+    bench::in_turns(i, run_cs, run_raw);
   }
   if (got != static_cast<std::size_t>(s.w2_loads) * 100) std::cerr << "W2: short reads\n";
   return {{"W2 last 50 messages", "p50 (us)", cs.percentile(50), base.percentile(50)},
@@ -318,14 +310,7 @@ std::vector<bench::Row> run_w3(Databases& dbs, bool sqlite, const Scale& s) {
       sizes += raw->load_state(key, "planner").size();
       raw_r += bench::seconds_since(t0);
     };
-    // Take turns at going first (the second finds the row warm).
-    if (i % 2 == 0) {
-      run_cs();
-      run_raw();
-    } else {
-      run_raw();
-      run_cs();
-    }
+    bench::in_turns(i, run_cs, run_raw);
   }
   if (sizes == 0) std::cerr << "W3: empty reads\n";
   // Cached agent reads.
@@ -407,14 +392,7 @@ std::vector<bench::Row> run_w4(Databases& dbs, bool sqlite, const Scale& s) {
       seen -= raw->overlapping(owner, from, to);
       base.add(t0);
     };
-    // Take turns at going first (the second finds the pages warm).
-    if (i % 2 == 0) {
-      run_cs();
-      run_raw();
-    } else {
-      run_raw();
-      run_cs();
-    }
+    bench::in_turns(i, run_cs, run_raw);
   }
   if (seen != 0) std::cerr << "W4: convstore and the baseline disagree\n";
   return {{"W4 what overlaps [t, t+1h), 100k events", "p50 (us)", cs.percentile(50),

@@ -1,6 +1,7 @@
 // Copyright (c) the convstore authors.
 // SPDX-License-Identifier: MIT
 #include <atomic>
+#include <functional>
 #include <future>
 #include <set>
 #include <thread>
@@ -500,24 +501,35 @@ Options pausing_options() {
 
 }  // namespace
 
-TEST_CASE_TEMPLATE("cache: a read racing a delete never brings the deleted agent back", B,
-                   CONVSTORE_BACKENDS) {
-  CONVSTORE_TEST_DB(db);
-  auto store = db.open(pausing_options());
+namespace {
+
+// Pauses `action` on another thread inside the statement that starts with
+// `pause_on`, deletes the agent meanwhile, lets the action finish, and
+// checks that the cache does not bring the agent back.
+void check_delete_wins(Store& store, const char* pause_on, const std::function<void()>& action) {
   auto& ag = store.agents();
-  ag.create_agent(agent("x"));
-  ag.clear_cache();
   Gate gate;
   g_gate = &gate;
-  std::thread reader([&] {
-    t_pause_on = "SELECT id, name";
-    ag.get_agent("x");
+  std::thread racer([&] {
+    t_pause_on = pause_on;
+    action();
   });
   gate.reached.get_future().wait();
   CHECK(ag.delete_agent("x"));
   gate.go.set_value();
-  reader.join();
+  racer.join();
   CHECK(ag.get_agent("x") == nullptr);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("cache: a read racing a delete never brings the deleted agent back", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open(pausing_options());
+  store.agents().create_agent(agent("x"));
+  store.agents().clear_cache();
+  check_delete_wins(store, "SELECT id, name", [&] { store.agents().get_agent("x"); });
 }
 
 // PostgreSQL only: on SQLite the paused use holds the write lock, so the
@@ -526,19 +538,9 @@ TEST_CASE("cache: a use racing a delete never brings the deleted agent back") {
   using B = testing::Postgresql;
   CONVSTORE_TEST_DB(db);
   auto store = db.open(pausing_options());
-  auto& ag = store.agents();
-  ag.create_agent(agent("x"));
-  Gate gate;
-  g_gate = &gate;
-  std::thread user([&] {
-    t_pause_on = "UPDATE agents SET usage_count";
-    ag.record_use("x");
-  });
-  gate.reached.get_future().wait();
-  CHECK(ag.delete_agent("x"));
-  gate.go.set_value();
-  user.join();
-  CHECK(ag.get_agent("x") == nullptr);
+  store.agents().create_agent(agent("x"));
+  check_delete_wins(store, "UPDATE agents SET usage_count",
+                    [&] { store.agents().record_use("x"); });
 }
 
 TEST_CASE_TEMPLATE("cache: a read racing a transaction's write never serves the old value after", B,
