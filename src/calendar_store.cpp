@@ -41,6 +41,18 @@ void read_row(Stmt& s, CalendarEvent& e) {
 
 namespace {
 
+// The times convstore stores: years 0001 to 9999 (what both backends and
+// ISO 8601 text agree on).
+const Timestamp kEarliest = parse_timestamp("0001-01-01T00:00:00Z");
+const Timestamp kLatest = parse_timestamp("9999-12-31T23:59:59.999999Z");
+
+void check_time(Timestamp t, std::string_view what) {
+  if (t < kEarliest || t > kLatest) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{} {} is outside the years 0001..9999",
+                                                         what, t.time_since_epoch().count()));
+  }
+}
+
 // ---- time zones and local days (Howard Hinnant's date/tz) ----
 
 const date::time_zone* zone(const std::string& name) {
@@ -98,6 +110,8 @@ void place(CalendarEvent& e, const std::string& start_day, const std::string& en
 }
 
 void check_times(const CalendarEvent& e) {
+  check_time(e.start, "event start");
+  check_time(e.end, "event end");
   if (e.end <= e.start) {
     throw Error(ErrorCode::invalid_argument, fmt::format("event end {} is not after its start {}",
                                                          to_iso8601(e.end), to_iso8601(e.start)));
@@ -107,6 +121,42 @@ void check_times(const CalendarEvent& e) {
 std::string new_uid() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   return fmt::format("{:016x}{:016x}@convstore", rng(), rng());
+}
+
+// The words of a text for search: runs of letters and digits (any byte of a
+// multi-byte UTF-8 character counts as a letter), ASCII lower-cased. Events
+// store theirs (search_words) and queries use the same function, so both
+// indexes see plain words separated by spaces and split them alike.
+std::vector<std::string> words_of(std::string_view text) {
+  std::vector<std::string> words;
+  std::string word;
+  for (char ch : text) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x80 || std::isalnum(c)) {
+      word += static_cast<char>(std::tolower(c));
+    } else if (!word.empty()) {
+      words.push_back(std::move(word));
+      word.clear();
+    }
+  }
+  if (!word.empty()) words.push_back(std::move(word));
+  return words;
+}
+
+// The normalized words of an event, capped so that no index refuses them
+// (PostgreSQL's tsvector has a 1 MB limit).
+std::string search_words(const CalendarEvent& e) {
+  constexpr std::size_t kMax = 65536;
+  std::string out;
+  for (const auto* text : {&e.title, &e.description, &e.location}) {
+    for (auto& w : words_of(*text)) {
+      if (w.size() > 200) continue;  // no word that long is searched for
+      if (out.size() + w.size() + 1 > kMax) return out;
+      if (!out.empty()) out += ' ';
+      out += w;
+    }
+  }
+  return out;
 }
 
 // ---- queries ----
@@ -126,14 +176,20 @@ long long longest(Connection& c, std::optional<UserId> owner) {
   return us;
 }
 
+// Raises the owner's bound to this event's length when it is longer. Read
+// first: the bound row is written (and so locked until commit) only when it
+// grows, so writers of one owner do not queue on it, nor deadlock when two
+// transactions write events of several owners in opposite orders.
 void widen_bounds(Connection& c, std::optional<UserId> owner, const CalendarEvent& e) {
+  const long long span = (e.end - e.start).count();
+  if (longest(c, owner) >= span) return;
   static const Sql q{
       "INSERT INTO calendar_bounds (owner_key, longest_us) VALUES (:k, :d) ON CONFLICT "
       "(owner_key) DO UPDATE SET longest_us = max(longest_us, excluded.longest_us)",
       "INSERT INTO calendar_bounds (owner_key, longest_us) VALUES (:k, :d) ON CONFLICT "
       "(owner_key) DO UPDATE SET longest_us = GREATEST(calendar_bounds.longest_us, "
       "excluded.longest_us)"};
-  Stmt(c, q).in(owner_key(owner)).in(static_cast<long long>((e.end - e.start).count())).one();
+  Stmt(c, q).in(owner_key(owner)).in(span).one();
 }
 
 // Events of `owner` overlapping [from, to), ordered by (start, id), after the
@@ -151,12 +207,16 @@ std::vector<CalendarEvent> overlapping(Connection& c, std::optional<UserId> owne
   if (!pg) {
     span = longest(c, owner);
     if (span == 0) return {};
+    span = std::min<long long>(span, (from - kEarliest).count());
   }
   std::string sql = fmt::format("SELECT " CS_EVENT_COLS " FROM calendar_events WHERE {} AND {}",
                                 owner_clause(owner),
-                                pg ? "start_at >= :lo::timestamptz - COALESCE((SELECT longest_us "
-                                     "FROM calendar_bounds WHERE owner_key = :k), 0) * "
-                                     "interval '1 microsecond'"
+                                pg ? "start_at >= (SELECT CASE WHEN b.longest_us >= :room THEN "
+                                     "'-infinity'::timestamptz ELSE :lo::timestamptz - "
+                                     "(b.longest_us / 1000000) * interval '1 second' - "
+                                     "(b.longest_us % 1000000) * interval '1 microsecond' - "
+                                     "interval '1 second' END FROM calendar_bounds b "
+                                     "WHERE b.owner_key = :k)"
                                    : "start_at >= :lo");
   sql += " AND start_at < :hi AND end_at > :from";
   if (except) sql += " AND id <> :except";
@@ -166,7 +226,10 @@ std::vector<CalendarEvent> overlapping(Connection& c, std::optional<UserId> owne
   Stmt s(c, sql);
   if (owner) s.in(*owner);
   if (pg) {
-    s.in(from).in(owner_key(owner));
+    // The bound is clamped to the start of time for an owner whose longest
+    // event reaches further back; the extra second covers the rounding of
+    // float interval arithmetic for spans of centuries.
+    s.in(static_cast<long long>((from - kEarliest).count())).in(from).in(owner_key(owner));
   } else {
     s.in(from - std::chrono::microseconds(span));
   }
@@ -234,8 +297,8 @@ CalendarEvent CalendarStore::create(const NewEvent& n, const BookingOptions& opt
   std::string md = json_text(e.metadata, "event metadata");
   static const Sql insert{
       "INSERT INTO calendar_events (owner_id, uid, title, description, location, start_at, "
-      "end_at, all_day, time_zone, metadata, created_at, updated_at) VALUES (:o, :uid, :t, :d, "
-      ":l, :s, :e, :ad, :tz, :md, :c, :u) RETURNING " CS_EVENT_COLS};
+      "end_at, all_day, time_zone, metadata, search_words, created_at, updated_at) VALUES (:o, "
+      ":uid, :t, :d, :l, :s, :e, :ad, :tz, :md, :w, :c, :u) RETURNING " CS_EVENT_COLS};
   try {
     return impl_->write(Op{"create event"}, [&](Connection& c) {
       if (options.refuse_conflicts) {
@@ -245,7 +308,7 @@ CalendarEvent CalendarStore::create(const NewEvent& n, const BookingOptions& opt
       Timestamp t = now();
       Stmt s(c, insert);
       s.in(e.owner).in(e.uid).in(e.title).in(e.description).in(e.location).in(e.start);
-      s.in(e.end).in(e.all_day).in(e.time_zone).in(md).in(t).in(t);
+      s.in(e.end).in(e.all_day).in(e.time_zone).in(md).in(search_words(e)).in(t).in(t);
       CalendarEvent stored = *fetch_one<CalendarEvent>(s);
       widen_bounds(c, e.owner, stored);
       return stored;
@@ -286,8 +349,8 @@ CalendarEvent CalendarStore::update(EventId id, const EventUpdate& up,
                                     const BookingOptions& options) {
   static const Sql write{
       "UPDATE calendar_events SET title = :t, description = :d, location = :l, start_at = :s, "
-      "end_at = :e, time_zone = :tz, metadata = :md, updated_at = :u WHERE id = :id "
-      "RETURNING " CS_EVENT_COLS};
+      "end_at = :e, time_zone = :tz, metadata = :md, search_words = :w, updated_at = :u "
+      "WHERE id = :id RETURNING " CS_EVENT_COLS};
   return impl_->write(Op{"update event", "event", id}, [&](Connection& c) {
     Stmt sel(c, kLockEvent);
     sel.in(id);
@@ -296,6 +359,17 @@ CalendarEvent CalendarStore::update(EventId id, const EventUpdate& up,
     if (up.title) e->title = *up.title;
     if (up.description) e->description = *up.description;
     if (up.location) e->location = *up.location;
+    // An all-day event keeps its local days when it changes zone: read them
+    // in the zone it had.
+    std::string first_day, after_day;
+    if (e->all_day) {
+      const date::time_zone* old_zone = zone(e->time_zone);
+      auto day_of = [&](Timestamp t) {
+        return date::format("%F", date::floor<date::days>(old_zone->to_local(t)));
+      };
+      first_day = up.start_day.value_or(day_of(e->start));
+      after_day = up.end_day.value_or(day_of(e->end));
+    }
     if (up.time_zone) e->time_zone = *up.time_zone;
     if (up.metadata_patch) e->metadata.merge_patch(*up.metadata_patch);
     check_event_text(*e);
@@ -304,16 +378,7 @@ CalendarEvent CalendarStore::update(EventId id, const EventUpdate& up,
         throw Error(ErrorCode::invalid_argument,
                     "an all-day event moves by start_day / end_day, not by start / end");
       }
-      if (up.start_day || up.end_day || up.time_zone) {
-        const date::time_zone* z = zone(e->time_zone);
-        auto day_of = [&](Timestamp t) {
-          auto local = z->to_local(t);
-          return date::format("%F", date::floor<date::days>(local));
-        };
-        std::string first = up.start_day.value_or(day_of(e->start));
-        std::string after = up.end_day.value_or(day_of(e->end));
-        place(*e, first, after);
-      }
+      if (up.start_day || up.end_day || up.time_zone) place(*e, first_day, after_day);
     } else {
       if (up.start_day || up.end_day) {
         throw Error(ErrorCode::invalid_argument,
@@ -331,7 +396,7 @@ CalendarEvent CalendarStore::update(EventId id, const EventUpdate& up,
     std::string md = json_text(e->metadata, "event metadata");
     Stmt s(c, write);
     s.in(e->title).in(e->description).in(e->location).in(e->start).in(e->end);
-    s.in(e->time_zone).in(md).in(now()).in(id);
+    s.in(e->time_zone).in(md).in(search_words(*e)).in(now()).in(id);
     CalendarEvent stored = *fetch_one<CalendarEvent>(s);
     widen_bounds(c, stored.owner, stored);
     return stored;
@@ -351,17 +416,18 @@ bool CalendarStore::remove(EventId id) {
 
 namespace {
 
-// An overlap query runs without a transaction. On SQLite the longest-event
-// bound is read by a statement of its own just before: an event longer than
-// all others, committed by another connection between the two, may be
-// missed by this one read, as if it had run a moment earlier. Bookings that
-// refuse conflicts read both inside their write transaction.
+// An overlap query is one statement on PostgreSQL (no transaction needed);
+// on SQLite the longest-event bound is read first, in the same snapshot, so
+// that the bound and the events agree.
 template <class F>
 auto overlap_read(Store::Impl* impl, const Op& op, F&& fn) {
-  return impl->read(op, std::forward<F>(fn));
+  return impl->backend() == Backend::postgresql ? impl->read(op, std::forward<F>(fn))
+                                                : impl->snapshot(op, std::forward<F>(fn));
 }
 
 void check_range(Timestamp from, Timestamp to) {
+  check_time(from, "range start");
+  check_time(to, "range end");
   if (to <= from) {
     throw Error(ErrorCode::invalid_argument, fmt::format("range end {} is not after its start {}",
                                                          to_iso8601(to), to_iso8601(from)));
@@ -398,29 +464,6 @@ std::vector<CalendarEvent> CalendarStore::conflicts(std::optional<UserId> owner,
   });
 }
 
-namespace {
-
-// The words of a search: runs of letters and digits (any byte of a
-// multi-byte UTF-8 character counts as a letter), ASCII lower-cased. Both
-// indexes split text the same way for such words.
-std::vector<std::string> words_of(std::string_view text) {
-  std::vector<std::string> words;
-  std::string word;
-  for (char ch : text) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c >= 0x80 || std::isalnum(c)) {
-      word += static_cast<char>(std::tolower(c));
-    } else if (!word.empty()) {
-      words.push_back(std::move(word));
-      word.clear();
-    }
-  }
-  if (!word.empty()) words.push_back(std::move(word));
-  return words;
-}
-
-}  // namespace
-
 std::vector<CalendarEvent> CalendarStore::search(std::optional<UserId> owner, std::string_view text,
                                                  std::size_t limit) {
   check_text(text, "search text");
@@ -429,7 +472,8 @@ std::vector<CalendarEvent> CalendarStore::search(std::optional<UserId> owner, st
   }
   auto words = words_of(text);
   if (words.empty()) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("search text '{}' has no word", text));
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("search text '{}' has no word", text));
   }
   const bool pg = impl_->backend() == Backend::postgresql;
   // SQLite: every word quoted (an FTS5 phrase of one word), all required.
@@ -461,6 +505,9 @@ std::vector<TimeSlot> CalendarStore::free_slots(std::optional<UserId> owner, Tim
   if (hours.day_end <= hours.day_start || hours.day_start.count() < 0 ||
       hours.day_end > std::chrono::hours(24)) {
     throw Error(ErrorCode::invalid_argument, "working hours must lie within a day, start < end");
+  }
+  if (min_length.count() <= 0) {
+    throw Error(ErrorCode::invalid_argument, "the minimum slot length must be positive");
   }
   const date::time_zone* z = zone(hours.time_zone);
   // Busy time, merged.

@@ -350,3 +350,128 @@ TEST_CASE_TEMPLATE("calendar: search finds every word in title or description, a
   CHECK(titles(cal.search(u, "review: \"quarterly*")) ==
         std::vector<std::string>{"Quarterly review"});
 }
+
+// ======================= review regressions =======================
+
+TEST_CASE_TEMPLATE("calendar: an event that overlaps before and after a move is never missed", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Options o;
+  o.pool_size = 4;
+  auto store = db.open(o);
+  auto& cal = store.calendar();
+  auto u = store.conversations().upsert_user({"web", "m"}).id;
+  auto e = cal.create(timed(u, "moving", "2026-04-01T10:00:00Z", "2026-04-01T11:00:00Z"));
+  std::atomic<bool> done{false};
+  std::atomic<int> misses{0};
+  std::thread reader([&] {
+    while (!done) {
+      if (cal.conflicts(u, at("2026-04-01T10:30:00Z"), at("2026-04-01T10:45:00Z")).empty()) {
+        ++misses;
+      }
+    }
+  });
+  for (int i = 0; i < 40; ++i) {
+    EventUpdate up;  // always covers 10:30-10:45, first short, then long
+    up.start = at(i % 2 == 0 ? "2026-04-01T00:00:00Z" : "2026-04-01T10:00:00Z");
+    cal.update(e.id, up);
+  }
+  done = true;
+  reader.join();
+  CHECK(misses.load() == 0);
+}
+
+TEST_CASE_TEMPLATE("calendar: an event of centuries does not break its owner's queries", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  auto u = store.conversations().upsert_user({"web", "long"}).id;
+  cal.create(timed(u, "forever", "2000-01-01T00:00:00Z", "9999-12-31T00:00:00Z"));
+  cal.create(timed(u, "lunch", "2026-04-01T12:00:00Z", "2026-04-01T13:00:00Z"));
+  CHECK(titles(cal.conflicts(u, at("2026-04-01T12:30:00Z"), at("2026-04-01T12:45:00Z"))) ==
+        std::vector<std::string>{"forever", "lunch"});
+  CHECK(cal.range(u, at("0001-01-01T00:00:00Z"), at("0002-01-01T00:00:00Z")).items.empty());
+  CHECK_ERROR_CODE(cal.create(timed(u, "x", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z")),
+                   ErrorCode::invalid_argument);
+  NewEvent far = timed(u, "too far", "2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z");
+  far.end = at("9999-12-31T23:59:59Z") + std::chrono::hours(48);
+  CHECK_ERROR_CODE(cal.create(far), ErrorCode::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("calendar: transactions writing several owners in opposite orders", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Options o;
+  o.pool_size = 4;
+  auto store = db.open(o);
+  auto& cal = store.calendar();
+  auto u1 = store.conversations().upsert_user({"web", "o1"}).id;
+  auto u2 = store.conversations().upsert_user({"web", "o2"}).id;
+  cal.create(timed(u1, "long", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"));
+  cal.create(timed(u2, "long", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"));
+  std::atomic<int> errors{0};
+  auto writer = [&](UserId first, UserId second) {
+    for (int i = 0; i < 20; ++i) {
+      try {
+        store.transaction([&] {
+          cal.create(timed(first, "a", "2026-02-01T09:00:00Z", "2026-02-01T10:00:00Z"));
+          cal.create(timed(second, "b", "2026-02-01T09:00:00Z", "2026-02-01T10:00:00Z"));
+        });
+      } catch (const Error& e) {
+        ++errors;
+        MESSAGE(e.what());
+      }
+    }
+  };
+  std::thread a(writer, u1, u2), b(writer, u2, u1);
+  a.join();
+  b.join();
+  CHECK(errors.load() == 0);
+  CHECK(cal.conflicts(u1, at("2026-02-01T09:00:00Z"), at("2026-02-01T10:00:00Z")).size() == 40);
+}
+
+TEST_CASE_TEMPLATE("calendar: an all-day event keeps its local days when it changes zone", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  NewEvent day;
+  day.title = "holiday";
+  day.all_day = true;
+  day.time_zone = "Asia/Tokyo";
+  day.start_day = "2026-07-04";
+  day.end_day = "2026-07-05";
+  auto e = cal.create(day);
+  CHECK(e.start == at("2026-07-03T15:00:00Z"));
+  EventUpdate up;
+  up.time_zone = "America/New_York";
+  auto moved = cal.update(e.id, up);
+  CHECK(moved.start == at("2026-07-04T04:00:00Z"));
+  CHECK(moved.end == at("2026-07-05T04:00:00Z"));
+}
+
+TEST_CASE_TEMPLATE("calendar: search splits versions, addresses, dates and tags alike", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  auto add = [&](const char* title, const char* description) {
+    auto e = timed(std::nullopt, title, "2026-03-01T09:00:00Z", "2026-03-01T10:00:00Z");
+    e.description = description;
+    cal.create(e);
+  };
+  add("Release v1.2 planning", "");
+  add("Mail", "write to bob@example.com about example.org/docs");
+  add("Due 2026-03-01", "Meeting <agenda> http://wiki.local/page");
+  CHECK(titles(cal.search(std::nullopt, "v1 2")) ==
+        std::vector<std::string>{"Release v1.2 planning"});
+  CHECK(titles(cal.search(std::nullopt, "bob example com")) == std::vector<std::string>{"Mail"});
+  CHECK(titles(cal.search(std::nullopt, "docs")) == std::vector<std::string>{"Mail"});
+  CHECK(titles(cal.search(std::nullopt, "03 01")) == std::vector<std::string>{"Due 2026-03-01"});
+  CHECK(titles(cal.search(std::nullopt, "agenda wiki page")) ==
+        std::vector<std::string>{"Due 2026-03-01"});
+  CHECK_ERROR_CODE(cal.free_slots(std::nullopt, at("2026-03-01T00:00:00Z"),
+                                  at("2026-03-02T00:00:00Z"), WorkingHours{}, 0min),
+                   ErrorCode::invalid_argument);
+}

@@ -137,14 +137,19 @@ class CONVSTORE_EXPORT CalendarStore {
   // Every event of `owner` that overlaps [start, end) (seed 001
   // find_conflicts), ordered by start.
   std::vector<CalendarEvent> conflicts(std::optional<UserId> owner, Timestamp start, Timestamp end);
-  // Events of `owner` whose title or description contains every word of
-  // `text` (case-insensitive, whole words, no stemming; the same matches on
-  // SQLite's FTS5 and PostgreSQL's tsvector), ordered by start, at most
-  // `limit`. Throws Error(invalid_argument) when `text` has no word.
+  // Events of `owner` whose title, description or location contains every
+  // word of `text`, ordered by start, at most `limit`. Words are runs of
+  // ASCII letters and digits and non-ASCII characters, found whole, ASCII
+  // case-insensitively, without
+  // stemming; documents and queries are split by the same code, so SQLite's
+  // FTS5 and PostgreSQL's tsvector find the same events (case folding of
+  // non-ASCII letters follows the index: FTS5 folds it, PostgreSQL as its
+  // database locale does). Throws Error(invalid_argument) when `text` has
+  // no word.
   std::vector<CalendarEvent> search(std::optional<UserId> owner, std::string_view text,
                                     std::size_t limit = 50);
   // The free intervals of `owner` between `from` and `to` inside working
-  // hours, each at least `min_length` long, in order.
+  // hours, each at least `min_length` (> 0) long, in order.
   std::vector<TimeSlot> free_slots(std::optional<UserId> owner, Timestamp from, Timestamp to,
                                    const WorkingHours& hours, std::chrono::minutes min_length);
 

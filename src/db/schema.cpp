@@ -167,6 +167,7 @@ const char* const kMigration3[] = {
   all_day {bool} NOT NULL DEFAULT FALSE,
   time_zone TEXT NOT NULL DEFAULT 'UTC',
   metadata {json} NOT NULL DEFAULT '{{}}',
+  search_words TEXT NOT NULL DEFAULT '',
   created_at {ts} NOT NULL,
   updated_at {ts} NOT NULL,
   CHECK (end_at > start_at)
@@ -178,28 +179,29 @@ const char* const kMigration3[] = {
 ))",
 };
 
-// Title and description search, the same words found on both: an FTS5 index
-// kept by triggers (unicode61 without diacritics removal), and a generated
-// tsvector with the 'simple' configuration (no stemming) and a GIN index.
+// Title and description search, the same words found on both: the library
+// normalizes the words into search_words (one tokenizer for documents and
+// queries), which an FTS5 index kept by triggers and a generated tsvector
+// ('simple': no stemming, no stop words) with a GIN index cover.
 const char* const kSearchSqlite[] = {
-    "CREATE VIRTUAL TABLE calendar_events_fts USING fts5(title, description, "
+    "CREATE VIRTUAL TABLE calendar_events_fts USING fts5(search_words, "
     "content='calendar_events', content_rowid='id', tokenize='unicode61 remove_diacritics 0')",
     "CREATE TRIGGER calendar_events_fts_insert AFTER INSERT ON calendar_events BEGIN "
-    "INSERT INTO calendar_events_fts (rowid, title, description) "
-    "VALUES (new.id, new.title, new.description); END",
+    "INSERT INTO calendar_events_fts (rowid, search_words) VALUES (new.id, new.search_words); "
+    "END",
     "CREATE TRIGGER calendar_events_fts_delete AFTER DELETE ON calendar_events BEGIN "
-    "INSERT INTO calendar_events_fts (calendar_events_fts, rowid, title, description) "
-    "VALUES ('delete', old.id, old.title, old.description); END",
-    "CREATE TRIGGER calendar_events_fts_update AFTER UPDATE OF title, description "
+    "INSERT INTO calendar_events_fts (calendar_events_fts, rowid, search_words) "
+    "VALUES ('delete', old.id, old.search_words); END",
+    "CREATE TRIGGER calendar_events_fts_update AFTER UPDATE OF search_words "
     "ON calendar_events BEGIN "
-    "INSERT INTO calendar_events_fts (calendar_events_fts, rowid, title, description) "
-    "VALUES ('delete', old.id, old.title, old.description); "
-    "INSERT INTO calendar_events_fts (rowid, title, description) "
-    "VALUES (new.id, new.title, new.description); END",
+    "INSERT INTO calendar_events_fts (calendar_events_fts, rowid, search_words) "
+    "VALUES ('delete', old.id, old.search_words); "
+    "INSERT INTO calendar_events_fts (rowid, search_words) VALUES (new.id, new.search_words); "
+    "END",
 };
 const char* const kSearchPostgresql[] = {
     "ALTER TABLE calendar_events ADD COLUMN search tsvector GENERATED ALWAYS AS "
-    "(to_tsvector('simple', title || ' ' || description)) STORED",
+    "(to_tsvector('simple', search_words)) STORED",
     "CREATE INDEX calendar_events_search ON calendar_events USING GIN (search)",
 };
 
