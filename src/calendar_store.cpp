@@ -472,8 +472,7 @@ std::vector<CalendarEvent> CalendarStore::search(std::optional<UserId> owner, st
   }
   auto words = words_of(text);
   if (words.empty()) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("search text '{}' has no word", text));
+    throw Error(ErrorCode::invalid_argument, fmt::format("search text '{}' has no word", text));
   }
   const bool pg = impl_->backend() == Backend::postgresql;
   // SQLite: every word quoted (an FTS5 phrase of one word), all required.
