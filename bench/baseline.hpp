@@ -39,6 +39,15 @@ struct RawConversation {
   convstore::Timestamp last_message_at, created_at, updated_at;
 };
 
+// A calendar event row, decoded.
+struct RawEvent {
+  long long id = 0, owner = 0;
+  std::string uid, title, description, location, time_zone;
+  convstore::Timestamp start, end, created, updated;
+  bool all_day = false;
+  convstore::Json metadata;
+};
+
 class Baseline {
  public:
   virtual ~Baseline() = default;

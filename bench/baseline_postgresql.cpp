@@ -223,16 +223,9 @@ class PostgresqlBaseline final : public Baseline {
     Result res(PQexecPrepared(c_, "overlap", 3, params, nullptr, nullptr, 0));
     PGresult* r = res.get();
     check(r, PGRES_TUPLES_OK);
-    struct Event {
-      long long id, owner;
-      std::string uid, title, description, location, time_zone;
-      convstore::Timestamp start, end, created, updated;
-      bool all_day;
-      convstore::Json metadata;
-    };
-    std::vector<Event> out;
+    std::vector<RawEvent> out;
     for (int i = 0; i < PQntuples(r); ++i) {
-      Event e;
+      RawEvent e;
       e.id = num(r, i, 0);
       e.owner = num(r, i, 1);
       e.uid = col(r, i, 2);

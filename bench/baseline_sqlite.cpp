@@ -203,16 +203,9 @@ class SqliteBaseline final : public Baseline {
     sqlite3_bind_text(overlap_, 2, lo.c_str(), -1, SQLITE_STATIC);
     sqlite3_bind_text(overlap_, 3, hi.c_str(), -1, SQLITE_STATIC);
     sqlite3_bind_text(overlap_, 4, f.c_str(), -1, SQLITE_STATIC);
-    struct Event {
-      long long id, owner;
-      std::string uid, title, description, location, time_zone;
-      convstore::Timestamp start, end, created, updated;
-      bool all_day;
-      convstore::Json metadata;
-    };
-    std::vector<Event> out;
+    std::vector<RawEvent> out;
     while (sqlite3_step(overlap_) == SQLITE_ROW) {
-      Event e;
+      RawEvent e;
       e.id = sqlite3_column_int64(overlap_, 0);
       e.owner = sqlite3_column_int64(overlap_, 1);
       e.uid = col(overlap_, 2);

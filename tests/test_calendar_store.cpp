@@ -22,6 +22,16 @@ NewEvent timed(std::optional<UserId> owner, const char* title, const char* start
   return e;
 }
 
+NewEvent all_day(const char* title, const char* zone, const char* first, const char* after) {
+  NewEvent e;
+  e.title = title;
+  e.all_day = true;
+  e.time_zone = zone;
+  e.start_day = first;
+  e.end_day = after;
+  return e;
+}
+
 std::vector<std::string> titles(const std::vector<CalendarEvent>& events) {
   std::vector<std::string> out;
   for (const auto& e : events) out.push_back(e.title);
@@ -89,11 +99,7 @@ TEST_CASE_TEMPLATE("calendar: bad input names what is wrong and writes nothing",
     CHECK(e.code() == ErrorCode::invalid_argument);
     CHECK(std::string(e.what()).find("Mars/Olympus_Mons") != std::string::npos);
   }
-  NewEvent day;
-  day.title = "holiday";
-  day.all_day = true;
-  day.start_day = "2026-02-30";
-  day.end_day = "2026-03-01";
+  NewEvent day = all_day("holiday", "UTC", "2026-02-30", "2026-03-01");
   CHECK_ERROR_CODE(cal.create(day), ErrorCode::invalid_argument);
   day.start_day = "2026-03-02";
   day.end_day = "2026-03-02";
@@ -115,12 +121,8 @@ TEST_CASE_TEMPLATE("calendar: all-day events cover whole local days, across dayl
   CONVSTORE_TEST_DB(db);
   auto store = db.open();
   auto& cal = store.calendar();
-  NewEvent spring;
-  spring.title = "spring forward";
-  spring.all_day = true;
-  spring.time_zone = "Europe/Berlin";
-  spring.start_day = "2026-03-29";  // clocks go from 02:00 to 03:00
-  spring.end_day = "2026-03-30";
+  // Clocks go from 02:00 to 03:00 on 2026-03-29.
+  NewEvent spring = all_day("spring forward", "Europe/Berlin", "2026-03-29", "2026-03-30");
   auto s = cal.create(spring);
   CHECK(s.start == at("2026-03-28T23:00:00Z"));  // local midnight, UTC+1
   CHECK(s.end == at("2026-03-29T22:00:00Z"));    // next local midnight, UTC+2
@@ -436,13 +438,7 @@ TEST_CASE_TEMPLATE("calendar: an all-day event keeps its local days when it chan
   CONVSTORE_TEST_DB(db);
   auto store = db.open();
   auto& cal = store.calendar();
-  NewEvent day;
-  day.title = "holiday";
-  day.all_day = true;
-  day.time_zone = "Asia/Tokyo";
-  day.start_day = "2026-07-04";
-  day.end_day = "2026-07-05";
-  auto e = cal.create(day);
+  auto e = cal.create(all_day("holiday", "Asia/Tokyo", "2026-07-04", "2026-07-05"));
   CHECK(e.start == at("2026-07-03T15:00:00Z"));
   EventUpdate up;
   up.time_zone = "America/New_York";

@@ -20,7 +20,8 @@ namespace convstore::detail {
 // One execution of a prepared statement: parameters are bound in the order
 // of the placeholders, results are read into the targets given to out() after
 // every row. Values are converted here, once, for both backends:
-// timestamps travel as ISO 8601 text, JSON as text, booleans as 0/1 (read
+// timestamps travel as ISO 8601 text, JSON as text (callers bind the text
+// json_text() checked), booleans as 0/1 (read
 // back from "1"/"t"), enums as their names.
 //
 // The first execution of a statement on a connection binds SOCI to holders
@@ -51,7 +52,6 @@ class Stmt {
   Stmt& in(std::size_t v) { return in_int(static_cast<long long>(v), false); }
   Stmt& in(bool v) { return in_int(v ? 1 : 0, false); }
   Stmt& in(Timestamp t);
-  Stmt& in(const Json& j) { return in_text(j.dump(), false); }
   template <class E, class = std::enable_if_t<std::is_enum_v<E>>>
   Stmt& in(E e) {
     return in_text(to_string(e), false);
