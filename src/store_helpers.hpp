@@ -28,7 +28,6 @@ void read_row(Stmt& s, Question& q);
 void read_row(Stmt& s, DataSnapshot& d);
 void read_row(Stmt& s, AgentState& a);
 void read_row(Stmt& s, AgentStateVersion& v);
-void read_row(Stmt& s, CalendarEvent& e);
 
 // Runs `s` (parameters bound) and reads its one row, if any.
 template <class T>

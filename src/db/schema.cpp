@@ -179,6 +179,24 @@ const char* const kMigration3[] = {
 ))",
 };
 
+// Migration 4: recurring events. A series is one row with its rule, its
+// cancelled occurrences (exdates) and the occurrences that were changed
+// (moved: each has a row of its own, linked by series_id and recurrence_id,
+// the original start), and the end of its last occurrence when it has one.
+const char* const kMigration4[] = {
+    "ALTER TABLE calendar_events ADD COLUMN rrule TEXT",
+    "ALTER TABLE calendar_events ADD COLUMN exdates TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE calendar_events ADD COLUMN moved TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE calendar_events ADD COLUMN series_end {ts}",
+    "ALTER TABLE calendar_events ADD COLUMN series_id {big} "
+    "REFERENCES calendar_events (id) ON DELETE CASCADE",
+    "ALTER TABLE calendar_events ADD COLUMN recurrence_id {ts}",
+    "CREATE UNIQUE INDEX calendar_events_occurrence ON calendar_events (series_id, "
+    "recurrence_id) WHERE series_id IS NOT NULL",
+    "CREATE INDEX calendar_events_series ON calendar_events (owner_id, start_at) "
+    "WHERE rrule IS NOT NULL",
+};
+
 // Title and description search, the same words found on both: the library
 // normalizes the words into search_words (one tokenizer for documents and
 // queries), which an FTS5 index kept by triggers and a generated tsvector
@@ -213,10 +231,11 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
-  std::vector<std::vector<std::string>> out(3);
+  std::vector<std::vector<std::string>> out(4);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
   for (const char* sql : kMigration3) out[2].push_back(expand(sql));
+  for (const char* sql : kMigration4) out[3].push_back(expand(sql));
   if (t.postgresql) {
     for (const char* sql : kSearchPostgresql) out[2].push_back(sql);
   } else {
@@ -229,7 +248,8 @@ const std::vector<std::string>& migration_descriptions() {
   static const std::vector<std::string> d{
       "users, channel configs, conversations, messages, data snapshots, agent questions",
       "agent registry, agent state and its history",
-      "calendar events, their search index, and the longest event of each owner"};
+      "calendar events, their search index, and the longest event of each owner",
+      "recurring events: rules, exceptions and changed occurrences"};
   return d;
 }
 
