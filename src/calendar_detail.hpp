@@ -46,9 +46,8 @@ Timestamp at_local(const date::time_zone* z, LocalTime t);
 // ---- recurrence (RFC 5545 RRULE) ----
 
 // Checks a recurrence rule (the value of an RRULE line, "RRULE:" optional)
-// and returns it without the prefix. Throws Error(invalid_argument) naming
-// what is wrong: a malformed rule, a FREQ finer than DAILY, COUNT together
-// with UNTIL.
+// and returns it in RFC 5545's order of parts, as libical writes it. Throws Error(invalid_argument)
+// naming what is wrong: a malformed rule, a FREQ finer than DAILY, COUNT together with UNTIL.
 std::string check_rrule(std::string_view rule);
 
 // One occurrence of a series: its original start (the RECURRENCE-ID) and
@@ -102,6 +101,8 @@ CalendarEvent rewrite_event(Connection& c, const CalendarEvent& e,
 // The series or single event with `uid` (locked for the transaction when
 // `lock`).
 std::optional<StoredEvent> event_by_uid(Connection& c, std::string_view uid, bool lock);
+// Deletes one changed occurrence of a series.
+void delete_changed_occurrence(Connection& c, EventId series, Timestamp recurrence_id);
 // Deletes the changed occurrences of a series.
 void delete_changed_occurrences(Connection& c, EventId series);
 // The stored rows of `owner`, series whole (with their changed occurrences):

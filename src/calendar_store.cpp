@@ -395,11 +395,6 @@ void write_exceptions(Connection& c, EventId series, const std::vector<Timestamp
   Stmt(c, q).in(times_text(exdates)).in(times_text(moved)).in(now()).in(series).one();
 }
 
-void delete_changed_occurrence(Connection& c, EventId series, Timestamp recurrence_id) {
-  static const Sql q{"DELETE FROM calendar_events WHERE series_id = :s AND recurrence_id = :r"};
-  Stmt(c, q).in(series).in(recurrence_id).one();
-}
-
 // Applies the fields of `up` to `e` and checks the result.
 void apply_change(CalendarEvent& e, const EventUpdate& up) {
   if (up.title) e.title = *up.title;
@@ -455,7 +450,7 @@ CalendarEvent update_locked(Connection& c, StoredEvent row, const EventUpdate& u
     std::vector<Timestamp> kept;
     for (Timestamp t : row.moved_at) {
       if (gone(t)) {
-        delete_changed_occurrence(c, e.id, t);
+        detail::delete_changed_occurrence(c, e.id, t);
       } else {
         kept.push_back(t);
       }
@@ -566,6 +561,11 @@ std::optional<StoredEvent> event_by_uid(Connection& c, std::string_view uid, boo
   Stmt s(c, lock ? find_locked : find);
   s.in(uid);
   return fetch_event(s);
+}
+
+void delete_changed_occurrence(Connection& c, EventId series, Timestamp recurrence_id) {
+  static const Sql q{"DELETE FROM calendar_events WHERE series_id = :s AND recurrence_id = :r"};
+  Stmt(c, q).in(series).in(recurrence_id).one();
 }
 
 void delete_changed_occurrences(Connection& c, EventId series) {
@@ -766,7 +766,7 @@ bool CalendarStore::cancel_occurrence(EventId series_id, Timestamp recurrence_id
     if (contains(exdates, recurrence_id)) return false;
     auto& moved = series.moved_at;
     if (contains(moved, recurrence_id)) {
-      delete_changed_occurrence(c, series_id, recurrence_id);
+      detail::delete_changed_occurrence(c, series_id, recurrence_id);
       moved.erase(std::remove(moved.begin(), moved.end(), recurrence_id), moved.end());
     } else if (!detail::occurrence_at(series.event, recurrence_id)) {
       throw Error(ErrorCode::not_found, fmt::format("event {} has no occurrence starting at {}",

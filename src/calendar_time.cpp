@@ -156,8 +156,12 @@ struct IteratorFree {
 }  // namespace
 
 std::string check_rrule(std::string_view rule) {
-  parse_rule(rule);
-  return strip_prefix(rule);
+  Rule r = parse_rule(rule);
+  r.rule.until = r.until;
+  char* text = icalrecurrencetype_as_string_r(&r.rule);
+  std::string canonical = text ? text : "";
+  icalmemory_free_buffer(text);
+  return canonical;
 }
 
 void expand(const CalendarEvent& series, Timestamp from, Timestamp to,

@@ -13,6 +13,7 @@ set(CONVSTORE_SOURCES
   src/agent_state_store.cpp
   src/calendar_store.cpp
   src/calendar_time.cpp
+  src/icalendar.cpp
   src/conversation_store.cpp
   src/error.cpp
   src/store.cpp

@@ -47,6 +47,8 @@ struct CalendarEvent {
   // the event does not repeat. FREQ is DAILY, WEEKLY, MONTHLY or YEARLY;
   // INTERVAL, COUNT, UNTIL, BYDAY, BYMONTHDAY and the other BY parts of
   // RFC 5545 apply. The rule repeats the local start time in `time_zone`.
+  // Stored with its parts in RFC 5545's order, as libical writes them
+  // ("FREQ=WEEKLY;COUNT=10;BYDAY=MO,WE").
   std::string rrule;
   // Cancelled occurrences of a series (EXDATE): the starts the rule gave
   // them, in order.
