@@ -66,6 +66,11 @@ struct Occurrence {
 void expand(const CalendarEvent& series, Timestamp from, Timestamp to,
             const std::function<bool(const Occurrence&)>& fn);
 
+// The same, from occurrences kept in memory per span of about a year (a
+// pure function of the rule, times and zone): what ranges and conflicts use.
+void expand_cached(const CalendarEvent& series, Timestamp from, Timestamp to,
+                   const std::function<bool(const Occurrence&)>& fn);
+
 // The end of the last occurrence of a series, or none when it has no end
 // (no COUNT or UNTIL) or more occurrences than are worth counting.
 std::optional<Timestamp> series_end(const CalendarEvent& series);

@@ -238,7 +238,7 @@ void add_occurrences(std::vector<CalendarEvent>& out, const StoredEvent& r, Time
   const Timestamp lo = after ? std::max(from, after->first) : from;
   if (lo >= to) return;
   std::size_t n = 0;
-  detail::expand(series, lo, to, [&](const Occurrence& o) {
+  detail::expand_cached(series, lo, to, [&](const Occurrence& o) {
     if ((after && std::make_pair(o.start, series.id) <= *after) ||
         contains(series.exdates, o.start) || contains(r.moved_at, o.start) ||
         (ex.occurrence && *ex.occurrence == std::make_pair(series.id, o.start))) {

@@ -9,6 +9,8 @@
 #include <cctype>
 #include <charconv>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 
 #include "calendar_detail.hpp"
 #include "convstore/error.hpp"
@@ -208,6 +210,73 @@ void expand(const CalendarEvent& series, Timestamp from, Timestamp to,
     if (start > until_instant || start >= to || start > kLatestTime) break;
     const Timestamp end = end_of(start, local);
     if (end > from && !fn(Occurrence{start, end})) return;
+  }
+}
+
+namespace {
+
+// Occurrences are a pure function of a series' rule, start, end, zone and
+// all-day flag: they are kept per span of about 407 days (2^45 us), by
+// start, so that a query expands an open-ended series once per span instead
+// of starting a libical iterator every time.
+constexpr long long kSpanUs = 1LL << 45;
+constexpr std::size_t kMostSpansKept = 20000;
+
+using Span = std::shared_ptr<const std::vector<Occurrence>>;
+
+std::mutex spans_lock;
+std::unordered_map<std::string, Span>& spans() {
+  static std::unordered_map<std::string, Span> kept;
+  return kept;
+}
+
+long long span_of(Timestamp t) {
+  long long us = t.time_since_epoch().count();
+  return us >= 0 ? us / kSpanUs : -((-us + kSpanUs - 1) / kSpanUs);
+}
+
+Span occurrences_in_span(const CalendarEvent& series, long long span) {
+  std::string key = fmt::format("{}|{}|{}|{}|{}|{}", series.rrule, series.time_zone, series.all_day,
+                                series.start.time_since_epoch().count(),
+                                series.end.time_since_epoch().count(), span);
+  {
+    std::lock_guard<std::mutex> lock(spans_lock);
+    auto it = spans().find(key);
+    if (it != spans().end()) return it->second;
+  }
+  const Timestamp begin{std::chrono::microseconds(span * kSpanUs)};
+  const Timestamp end{std::chrono::microseconds((span + 1) * kSpanUs)};
+  auto found = std::make_shared<std::vector<Occurrence>>();
+  if (begin <= kLatestTime && end > series.start) {
+    expand(series, std::max(begin, series.start), end, [&](const Occurrence& o) {
+      if (o.start >= begin) found->push_back(o);
+      return true;
+    });
+  }
+  std::lock_guard<std::mutex> lock(spans_lock);
+  if (spans().size() >= kMostSpansKept) spans().clear();
+  return spans().emplace(std::move(key), std::move(found)).first->second;
+}
+
+}  // namespace
+
+void expand_cached(const CalendarEvent& series, Timestamp from, Timestamp to,
+                   const std::function<bool(const Occurrence&)>& fn) {
+  // An occurrence lasts as long as the first, or as many local days (one
+  // hour longer at most across a daylight-saving change).
+  const auto length = series.end - series.start;
+  const auto reach = series.all_day ? length + std::chrono::hours(2) : length;
+  const Timestamp lo = std::max(from - reach, series.start);
+  if (lo >= to) return;
+  for (long long span = span_of(lo), last = span_of(to - std::chrono::microseconds(1));
+       span <= last; ++span) {
+    Span occurrences = occurrences_in_span(series, span);
+    auto first = std::lower_bound(occurrences->begin(), occurrences->end(), lo,
+                                  [](const Occurrence& o, Timestamp t) { return o.start < t; });
+    for (auto it = first; it != occurrences->end(); ++it) {
+      if (it->start >= to) return;
+      if (it->end > from && !fn(*it)) return;
+    }
   }
 }
 
