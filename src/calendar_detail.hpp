@@ -45,10 +45,13 @@ Timestamp at_local(const date::time_zone* z, LocalTime t);
 
 // ---- recurrence (RFC 5545 RRULE) ----
 
-// Checks a recurrence rule (the value of an RRULE line, "RRULE:" optional)
-// and returns it in RFC 5545's order of parts, as libical writes it. Throws Error(invalid_argument)
-// naming what is wrong: a malformed rule, a FREQ finer than DAILY, COUNT together with UNTIL.
-std::string check_rrule(std::string_view rule);
+// Checks the recurrence rule of `series` (an RRULE value, "RRULE:"
+// optional) and returns it in RFC 5545's order of parts, as libical writes
+// it, with UNTIL a date for an all-day series and UTC for a timed one.
+// Throws Error(invalid_argument) naming what is wrong: a malformed rule, a
+// FREQ finer than DAILY, BYHOUR / BYMINUTE / BYSECOND, COUNT=0, COUNT with
+// UNTIL, a rule that libical cannot iterate from the series' start.
+std::string check_rrule(const CalendarEvent& series);
 
 // One occurrence of a series: its original start (the RECURRENCE-ID) and
 // its times, which for a generated occurrence start there.
@@ -108,6 +111,9 @@ CalendarEvent rewrite_event(Connection& c, const CalendarEvent& e,
 std::optional<StoredEvent> event_by_uid(Connection& c, std::string_view uid, bool lock);
 // Deletes one changed occurrence of a series.
 void delete_changed_occurrence(Connection& c, EventId series, Timestamp recurrence_id);
+// Gives the changed occurrence of `series` at `from` the recurrence id `to`.
+void move_changed_occurrence(Connection& c, const CalendarEvent& series, Timestamp from,
+                             Timestamp to);
 // Deletes the changed occurrences of a series.
 void delete_changed_occurrences(Connection& c, EventId series);
 // The stored rows of `owner`, series whole (with their changed occurrences):

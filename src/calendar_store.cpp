@@ -343,8 +343,11 @@ void refuse_overlaps(Connection& c, const CalendarEvent& e, const std::vector<Ti
     in_the_way = events_in(c, e.owner, e.start, e.end, ex, std::nullopt, 0);
   } else {
     std::vector<Occurrence> mine;
-    const Timestamp horizon = std::min(kLatestTime, e.start + options.series_horizon);
-    detail::expand(e, e.start, horizon, [&](const Occurrence& o) {
+    // Conflicts in the past do not matter: from now (or the series' start).
+    const Timestamp from = std::max(e.start, now());
+    const Timestamp horizon = std::min(kLatestTime, from + options.series_horizon);
+    if (horizon <= from) return;
+    detail::expand(e, from, horizon, [&](const Occurrence& o) {
       if (!contains(e.exdates, o.start) && !contains(moved, o.start)) mine.push_back(o);
       return true;
     });
@@ -440,7 +443,24 @@ CalendarEvent update_locked(Connection& c, StoredEvent row, const EventUpdate& u
                             const BookingOptions& options) {
   CalendarEvent& e = row.event;
   const bool was_series = !e.rrule.empty();
+  const std::string old_zone = e.time_zone;
   apply_change(e, up);
+  if (was_series && e.all_day && e.time_zone != old_zone) {
+    // Exceptions stay on their local days, like the series: the same days'
+    // midnights in the new zone.
+    const date::time_zone* from_zone = zone(old_zone);
+    const date::time_zone* to_zone = zone(e.time_zone);
+    auto same_day = [&](Timestamp t) {
+      return at_local(to_zone, LocalTime(date::floor<date::days>(from_zone->to_local(t))));
+    };
+    if (!up.exdates) {
+      for (auto& t : e.exdates) t = same_day(t);
+    }
+    for (auto& t : row.moved_at) {
+      detail::move_changed_occurrence(c, e, t, same_day(t));
+      t = same_day(t);
+    }
+  }
   const bool timing = up.start || up.end || up.start_day || up.end_day || up.time_zone || up.rrule;
   if (was_series && timing) {
     // Exceptions of occurrences that the rule no longer generates go.
@@ -508,7 +528,7 @@ void check_event(CalendarEvent& e) {
       throw Error(ErrorCode::invalid_argument,
                   "a changed occurrence of a series has no recurrence rule of its own");
     }
-    e.rrule = check_rrule(e.rrule);
+    e.rrule = check_rrule(e);
   }
   for (Timestamp t : e.exdates) check_time(t, "exdate");
   sort_unique(e.exdates);
@@ -566,6 +586,18 @@ std::optional<StoredEvent> event_by_uid(Connection& c, std::string_view uid, boo
 void delete_changed_occurrence(Connection& c, EventId series, Timestamp recurrence_id) {
   static const Sql q{"DELETE FROM calendar_events WHERE series_id = :s AND recurrence_id = :r"};
   Stmt(c, q).in(series).in(recurrence_id).one();
+}
+
+void move_changed_occurrence(Connection& c, const CalendarEvent& series, Timestamp from,
+                             Timestamp to) {
+  static const Sql q{
+      "UPDATE calendar_events SET recurrence_id = :to, uid = :uid WHERE series_id = :s AND "
+      "recurrence_id = :from"};
+  CalendarEvent occurrence;
+  occurrence.uid = series.uid;
+  occurrence.series_id = series.id;
+  occurrence.recurrence_id = to;
+  Stmt(c, q).in(to).in(stored_uid(occurrence)).in(series.id).in(from).one();
 }
 
 void delete_changed_occurrences(Connection& c, EventId series) {
@@ -705,6 +737,9 @@ bool CalendarStore::remove(EventId id) {
         write_exceptions(c, series->event.id, exdates, moved);
       }
     }
+    // A series is locked before its changed occurrences are deleted with
+    // it, in the order of modify_occurrence and cancel_occurrence.
+    if (row->rrule && !lock_event(c, id)) return false;
     Stmt del(c, q);
     del.in(id).in(id).one();
     return del.affected() > 0;

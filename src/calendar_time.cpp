@@ -61,7 +61,8 @@ Timestamp at_local(const date::time_zone* z, LocalTime t) {
       return Timestamp((t - info.first.offset).time_since_epoch());
     case date::local_info::nonexistent:
     default:
-      return Timestamp(info.second.begin.time_since_epoch());
+      // RFC 5545 3.3.5: read with the offset in force before the gap.
+      return Timestamp((t - info.first.offset).time_since_epoch());
   }
 }
 
@@ -117,6 +118,13 @@ Rule parse_rule(std::string_view text) {
     throw malformed("repeats more often than daily (FREQ is DAILY, WEEKLY, MONTHLY or YEARLY)");
   }
   if (r.rule.count < 0) throw malformed("has a negative COUNT");
+  const std::string parts = ";" + rule + ";";
+  if (parts.find(";COUNT=0;") != std::string::npos) throw malformed("has COUNT=0");
+  for (const char* part : {";BYHOUR=", ";BYMINUTE=", ";BYSECOND="}) {
+    if (parts.find(part) != std::string::npos) {
+      throw malformed(fmt::format("has {} (a series repeats its start time)", part + 1));
+    }
+  }
   if (!icaltime_is_null_time(r.rule.until)) {
     if (r.rule.count > 0) throw malformed("has both COUNT and UNTIL");
     r.until = r.rule.until;
@@ -157,12 +165,44 @@ struct IteratorFree {
 
 }  // namespace
 
-std::string check_rrule(std::string_view rule) {
-  Rule r = parse_rule(rule);
+std::string check_rrule(const CalendarEvent& series) {
+  Rule r = parse_rule(series.rrule);
+  // UNTIL as RFC 5545 wants it: a date for an all-day series, UTC for a
+  // timed one (a floating or date UNTIL read in the series' zone, as
+  // expand() reads it).
+  if (!icaltime_is_null_time(r.until)) {
+    const date::time_zone* z = zone(series.time_zone);
+    const LocalTime local = from_ical(r.until);
+    if (series.all_day && !r.until.is_date) {
+      const LocalTime day = r.until.zone ? z->to_local(Timestamp(local.time_since_epoch())) : local;
+      r.until = to_ical(day, true);
+    } else if (!series.all_day && (r.until.is_date || !icaltime_is_utc(r.until))) {
+      const Timestamp last =
+          r.until.is_date ? at_local(z, LocalTime(date::floor<date::days>(local) + date::days(1))) -
+                                std::chrono::seconds(1)
+                          : at_local(z, local);
+      r.until =
+          to_ical(LocalTime(date::floor<std::chrono::seconds>(last).time_since_epoch()), false);
+      r.until.zone = icaltimezone_get_utc_timezone();
+    }
+  }
   r.rule.until = r.until;
   char* text = icalrecurrencetype_as_string_r(&r.rule);
   std::string canonical = text ? text : "";
   icalmemory_free_buffer(text);
+  // A rule that libical cannot iterate from this start (BYWEEKNO with
+  // FREQ=DAILY, a 30 February every year ...) is refused now, not at the
+  // first query.
+  CalendarEvent checked = series;
+  checked.rrule = canonical;
+  try {
+    expand(checked, checked.start, checked.end, [](const Occurrence&) { return false; });
+  } catch (const Error&) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("recurrence rule '{}' generates no occurrence libical can expand "
+                            "from {}",
+                            series.rrule, to_iso8601(series.start)));
+  }
   return canonical;
 }
 

@@ -240,6 +240,7 @@ std::string iana_zone(const std::string& tzid, const std::map<std::string, std::
 struct Imported {
   CalendarEvent event;
   std::string where;
+  bool cancelled = false;  // STATUS:CANCELLED
 };
 
 class Reader {
@@ -251,6 +252,7 @@ class Reader {
     Imported out;
     CalendarEvent& e = out.event;
     out.where = at.where();
+    start_of_day_ = std::chrono::microseconds(0);
     e.owner = options_.owner;
     for (icalproperty* err : properties(ev, ICAL_XLICERROR_PROPERTY)) {
       const char* what = icalproperty_get_xlicerror(err);
@@ -279,7 +281,11 @@ class Reader {
         }
       } else if (name == "X-CONVSTORE-TIME-ZONE" && value) {
         zone_name = value;
-        detail::zone(zone_name);
+        try {
+          detail::zone(zone_name);
+        } catch (const Error& err) {
+          throw bad_file(fmt::format("{}: {}", at.where(name), err.what()));
+        }
       }
     }
 
@@ -327,8 +333,19 @@ class Reader {
           at.where(), e.uid));
     }
 
-    if (icalproperty* rule = property(ev, ICAL_RRULE_PROPERTY)) {
-      e.rrule = icalproperty_get_value_as_string(rule);
+    if (property(ev, ICAL_RDATE_PROPERTY)) {
+      throw bad_file(
+          fmt::format("{}: RDATE is not supported (a series has one RRULE)", at.where("RDATE")));
+    }
+    const auto rules = properties(ev, ICAL_RRULE_PROPERTY);
+    if (rules.size() > 1) {
+      throw bad_file(fmt::format("{}: an event with more than one RRULE", at.where("RRULE")));
+    }
+    if (!rules.empty()) e.rrule = icalproperty_get_value_as_string(rules[0]);
+    start_of_day_ = start.is_date ? std::chrono::microseconds(0)
+                                  : start.local - date::floor<date::days>(start.local);
+    if (icalproperty* status = property(ev, ICAL_STATUS_PROPERTY)) {
+      out.cancelled = icalproperty_get_status(status) == ICAL_STATUS_CANCELLED;
     }
     for (icalproperty* ex : properties(ev, ICAL_EXDATE_PROPERTY)) {
       e.exdates.push_back(instant(time_of(ex, at.where("EXDATE")), at.where("EXDATE")));
@@ -345,6 +362,10 @@ class Reader {
     if (icalproperty* p = property(ev, ICAL_LASTMODIFIED_PROPERTY)) {
       e.updated_at = instant(time_of(p, at.where("LAST-MODIFIED")), at.where("LAST-MODIFIED"));
     }
+    if (out.cancelled && !e.recurrence_id) {
+      throw bad_file(fmt::format("{}: the event '{}' is cancelled (STATUS:CANCELLED)",
+                                 at.where("STATUS"), e.uid));
+    }
     try {
       if (e.recurrence_id && !e.rrule.empty()) {
         throw Error(ErrorCode::invalid_argument,
@@ -353,7 +374,9 @@ class Reader {
       if (e.recurrence_id) e.series_id = 0;  // set when its series is known
       detail::check_event(e);
     } catch (const Error& err) {
-      throw bad_file(fmt::format("{} (event '{}'): {}", at.where(), e.uid, err.what()));
+      const bool rule = std::string(err.what()).find("recurrence rule") != std::string::npos;
+      throw bad_file(
+          fmt::format("{} (event '{}'): {}", at.where(rule ? "RRULE" : ""), e.uid, err.what()));
     }
     return out;
   }
@@ -363,24 +386,35 @@ class Reader {
   // a floating one (and a date) in the event's zone.
   Timestamp instant(const TimeValue& t, const std::string& where) {
     if (t.utc) return Timestamp(t.local.time_since_epoch());
+    // A date where a time is due (EXDATE;VALUE=DATE of a timed series): that
+    // day at the event's time of day.
+    if (t.is_date && start_of_day_.count() > 0) {
+      return at_local(detail::zone(zone_), t.local + start_of_day_);
+    }
     const std::string zone_name =
         t.tzid.empty() || t.is_date ? zone_ : iana_zone(t.tzid, locations_, where);
     return at_local(detail::zone(zone_name), t.local);
   }
 
+  // The line libical's message quotes: the one whose whole text, or else
+  // the longest value, it contains.
   static std::string line_of_error(const EventLines& at, const std::string& what) {
+    const Line* best = nullptr;
+    std::size_t best_length = 0;
     for (const auto& l : at.lines) {
-      auto colon = l.text.find(':');
-      std::string value = l.text.substr(colon + 1);
-      if (!value.empty() && what.find(value) != std::string::npos) {
-        return fmt::format("line {}", l.number);
+      if (what.find(l.text) != std::string::npos) return fmt::format("line {}", l.number);
+      std::string value = l.text.substr(l.text.find(':') + 1);
+      if (value.size() > best_length && what.find(value) != std::string::npos) {
+        best = &l;
+        best_length = value.size();
       }
     }
-    return at.where();
+    return best ? fmt::format("line {}", best->number) : at.where();
   }
 
   const IcsImportOptions& options_;
-  std::string zone_;  // of the event being read
+  std::string zone_;                           // of the event being read
+  std::chrono::microseconds start_of_day_{0};  // its local time of day
   std::map<std::string, std::string> locations_;
 };
 
@@ -417,13 +451,17 @@ icalproperty* utc_property(icalproperty_kind kind, Timestamp t) {
 }
 
 // A start or end: a date for an all-day event; the local time with TZID in
-// the event's zone (UTC for the UTC zone, and for a local time that the
-// zone's clocks show twice).
-icalproperty* event_time(icalproperty_kind kind, const CalendarEvent& e, Timestamp t) {
+// the event's zone (UTC for the UTC zone, a zone libical has no VTIMEZONE
+// for, and a single event's local time that the zone's clocks show twice).
+icalproperty* event_time(icalproperty_kind kind, const CalendarEvent& e, Timestamp t,
+                         bool with_vtimezone) {
   const date::time_zone* z = detail::zone(e.time_zone);
   LocalTime local = z->to_local(t);
   if (e.all_day) return time_property(kind, ical_time(local, true, false));
-  if (e.time_zone == "UTC" || z->get_info(local).result != date::local_info::unique) {
+  // A series keeps its TZID (other programs expand its rule in that zone;
+  // an ambiguous first start reads as the earlier of the two).
+  if (!with_vtimezone || e.time_zone == "UTC" ||
+      (e.rrule.empty() && z->get_info(local).result != date::local_info::unique)) {
     return utc_property(kind, t);
   }
   return time_property(kind, ical_time(local, false, false), e.time_zone);
@@ -436,7 +474,7 @@ icalproperty* exception_time(icalproperty_kind kind, const CalendarEvent& e, Tim
   return time_property(kind, ical_time(local, true, false));
 }
 
-icalcomponent* vevent(const CalendarEvent& e, Timestamp stamp) {
+icalcomponent* vevent(const CalendarEvent& e, Timestamp stamp, bool with_vtimezone) {
   icalcomponent* ev = icalcomponent_new_vevent();
   icalcomponent_add_property(ev, icalproperty_new_uid(e.uid.c_str()));
   icalcomponent_add_property(ev, utc_property(ICAL_DTSTAMP_PROPERTY, stamp));
@@ -445,8 +483,8 @@ icalcomponent* vevent(const CalendarEvent& e, Timestamp stamp) {
   if (e.recurrence_id) {
     icalcomponent_add_property(ev, exception_time(ICAL_RECURRENCEID_PROPERTY, e, *e.recurrence_id));
   }
-  icalcomponent_add_property(ev, event_time(ICAL_DTSTART_PROPERTY, e, e.start));
-  icalcomponent_add_property(ev, event_time(ICAL_DTEND_PROPERTY, e, e.end));
+  icalcomponent_add_property(ev, event_time(ICAL_DTSTART_PROPERTY, e, e.start, with_vtimezone));
+  icalcomponent_add_property(ev, event_time(ICAL_DTEND_PROPERTY, e, e.end, with_vtimezone));
   icalcomponent_add_property(ev, icalproperty_new_summary(e.title.c_str()));
   if (!e.description.empty()) {
     icalcomponent_add_property(ev, icalproperty_new_description(e.description.c_str()));
@@ -489,6 +527,8 @@ icalcomponent* vtimezone(const std::string& name) {
 
 IcsImportResult CalendarStore::import_ics(std::string_view ics, const IcsImportOptions& options) {
   detail::check_text(ics, "calendar file");
+  constexpr std::string_view kBom = "\xEF\xBB\xBF";  // some Windows programs start with it
+  if (ics.substr(0, kBom.size()) == kBom) ics.remove_prefix(kBom.size());
   detail::zone(options.default_time_zone);
   utc_zone();
   std::vector<EventLines> where = scan(ics);
@@ -534,11 +574,12 @@ IcsImportResult CalendarStore::import_ics(std::string_view ics, const IcsImportO
     events.push_back(reader.read(vevents[i], where[i]));
   }
   std::map<std::string, std::size_t> series_in_file;
-  std::map<std::string, std::vector<Timestamp>> changed;  // uid -> recurrence ids
+  std::map<std::string, std::vector<Timestamp>> changed;    // uid -> recurrence ids
+  std::map<std::string, std::vector<Timestamp>> cancelled;  // the same, STATUS:CANCELLED
   for (std::size_t i = 0; i < events.size(); ++i) {
     const CalendarEvent& e = events[i].event;
     if (e.recurrence_id) {
-      auto& ids = changed[e.uid];
+      auto& ids = (events[i].cancelled ? cancelled : changed)[e.uid];
       if (std::find(ids.begin(), ids.end(), *e.recurrence_id) != ids.end()) {
         throw bad_file(fmt::format("{}: event '{}' changes the occurrence {} twice",
                                    events[i].where, e.uid, to_iso8601(*e.recurrence_id)));
@@ -561,6 +602,11 @@ IcsImportResult CalendarStore::import_ics(std::string_view ics, const IcsImportO
       const auto moved_it = changed.find(e.uid);
       const std::vector<Timestamp> moved =
           moved_it == changed.end() ? std::vector<Timestamp>{} : moved_it->second;
+      if (auto gone = cancelled.find(e.uid); gone != cancelled.end() && !e.rrule.empty()) {
+        e.exdates.insert(e.exdates.end(), gone->second.begin(), gone->second.end());
+        std::sort(e.exdates.begin(), e.exdates.end());
+        e.exdates.erase(std::unique(e.exdates.begin(), e.exdates.end()), e.exdates.end());
+      }
       CalendarEvent stored;
       if (auto old = detail::event_by_uid(c, e.uid, true)) {
         if (old->event.owner != e.owner || !options.replace_existing) {
@@ -601,8 +647,16 @@ IcsImportResult CalendarStore::import_ics(std::string_view ics, const IcsImportO
         }
         series = &known->second.event;
         auto& moved = known->second.moved_at;
-        if (std::find(moved.begin(), moved.end(), *e.recurrence_id) != moved.end()) {
+        auto was_moved = std::find(moved.begin(), moved.end(), *e.recurrence_id);
+        if (was_moved != moved.end()) {
           detail::delete_changed_occurrence(c, series->id, *e.recurrence_id);
+          moved.erase(was_moved);
+        }
+        if (events[i].cancelled) {
+          auto& exdates = known->second.event.exdates;
+          exdates.push_back(*e.recurrence_id);
+          std::sort(exdates.begin(), exdates.end());
+          exdates.erase(std::unique(exdates.begin(), exdates.end()), exdates.end());
         } else {
           moved.push_back(*e.recurrence_id);
         }
@@ -610,6 +664,10 @@ IcsImportResult CalendarStore::import_ics(std::string_view ics, const IcsImportO
       if (series->rrule.empty() || !detail::occurrence_at(*series, *e.recurrence_id)) {
         throw bad_file(fmt::format("{}: RECURRENCE-ID {} is not an occurrence of '{}'",
                                    events[i].where, to_iso8601(*e.recurrence_id), e.uid));
+      }
+      if (events[i].cancelled) {  // an EXDATE of its series
+        result.ids[i] = series->id;
+        continue;
       }
       e.series_id = series->id;
       CalendarEvent stored = detail::insert_event(c, e, {});
@@ -646,11 +704,18 @@ std::string CalendarStore::export_ics(std::optional<UserId> owner, std::optional
   for (const auto& r : rows) {
     if (r.event.time_zone != "UTC" && !r.event.all_day) zones.insert(r.event.time_zone);
   }
+  std::set<std::string> described;  // zones with a VTIMEZONE; others are written in UTC
   for (const auto& z : zones) {
-    if (icalcomponent* vtz = vtimezone(z)) icalcomponent_add_component(cal.get(), vtz);
+    if (icalcomponent* vtz = vtimezone(z)) {
+      icalcomponent_add_component(cal.get(), vtz);
+      described.insert(z);
+    }
   }
   const Timestamp stamp = now();
-  for (const auto& r : rows) icalcomponent_add_component(cal.get(), vevent(r.event, stamp));
+  for (const auto& r : rows) {
+    icalcomponent_add_component(cal.get(),
+                                vevent(r.event, stamp, described.count(r.event.time_zone) > 0));
+  }
   char* text = icalcomponent_as_ical_string_r(cal.get());
   std::string out = text ? text : "";
   icalmemory_free_buffer(text);

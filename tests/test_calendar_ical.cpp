@@ -381,3 +381,32 @@ TEST_CASE_TEMPLATE("ical: a range export has what overlaps it, series whole", B,
   CHECK(count_of(ics, "before@x") == 0);
   CHECK(count_of(ics, "after@x") == 0);
 }
+
+TEST_CASE_TEMPLATE("ical: cancelled instances, date exceptions, RDATE, a byte order mark", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  const std::string file =
+      "\xEF\xBB\xBF"
+      "BEGIN:VCALENDAR\nVERSION:2.0\nBEGIN:VEVENT\nUID:s@x\nDTSTART:20260105T090000Z\n"
+      "DTEND:20260105T100000Z\nRRULE:FREQ=DAILY;COUNT=5\nEXDATE;VALUE=DATE:20260106\n"
+      "SUMMARY:daily\nEND:VEVENT\nBEGIN:VEVENT\nUID:s@x\nRECURRENCE-ID:20260107T090000Z\n"
+      "DTSTART:20260107T090000Z\nDTEND:20260107T100000Z\nSTATUS:CANCELLED\nSUMMARY:daily\n"
+      "END:VEVENT\nEND:VCALENDAR\n";
+  auto result = cal.import_ics(file);
+  REQUIRE(result.ids.size() == 2);
+  auto s = *cal.find_by_uid("s@x");
+  CHECK(s.exdates ==
+        std::vector<Timestamp>{at("2026-01-06T09:00:00Z"), at("2026-01-07T09:00:00Z")});
+  CHECK(cal.occurrences(s.id, at("2026-01-01T00:00:00Z"), at("2026-02-01T00:00:00Z")).size() == 3);
+  const std::string rdate =
+      "BEGIN:VCALENDAR\nVERSION:2.0\nBEGIN:VEVENT\nUID:r@x\nDTSTART:20260105T090000Z\n"
+      "DTEND:20260105T100000Z\nRDATE:20260109T090000Z\nEND:VEVENT\nEND:VCALENDAR\n";
+  try {
+    cal.import_ics(rdate);
+    FAIL("RDATE was dropped silently");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("line 7: RDATE is not supported") != std::string::npos);
+  }
+}

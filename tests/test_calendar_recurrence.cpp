@@ -1,6 +1,8 @@
 // Copyright (c) the convstore authors.
 // SPDX-License-Identifier: MIT
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support.hpp"
@@ -207,16 +209,27 @@ TEST_CASE_TEMPLATE("recurrence: cancelled and changed occurrences, in ranges and
   clash.start = at("2026-01-07T10:00:00Z");
   clash.end = at("2026-01-07T11:00:00Z");
   CHECK_NOTHROW(cal.create(clash, refuse));
+  // A new series is checked from now (or its start) for series_horizon.
+  NewEvent far_lunch = single;
+  far_lunch.title = "Far lunch";
+  far_lunch.start = at("2040-01-08T12:00:00Z");
+  far_lunch.end = at("2040-01-08T13:00:00Z");
+  cal.create(far_lunch);
   auto daily_lunch =
-      series(user.id, "Lunch walk", "2026-01-01T12:30:00Z", "2026-01-01T13:00:00Z", "FREQ=DAILY");
+      series(user.id, "Lunch walk", "2039-12-25T12:30:00Z", "2039-12-25T13:00:00Z", "FREQ=DAILY");
   try {
     cal.create(daily_lunch, refuse);
     FAIL("the overlapping series was accepted");
   } catch (const CalendarConflict& c) {
-    CHECK(titles_of(c.conflicts()) == "Lunch");
+    CHECK(titles_of(c.conflicts()) == "Far lunch");
+    CHECK(c.conflicts()[0].start == at("2040-01-08T12:00:00Z"));
   }
-  daily_lunch.start = at("2026-01-01T13:00:00Z");
-  daily_lunch.end = at("2026-01-01T13:30:00Z");
+  BookingOptions short_horizon = refuse;
+  short_horizon.series_horizon = std::chrono::hours(24 * 7);
+  CHECK_NOTHROW(cal.create(daily_lunch, short_horizon));
+  daily_lunch.uid.clear();
+  daily_lunch.start = at("2039-12-25T13:00:00Z");
+  daily_lunch.end = at("2039-12-25T13:30:00Z");
   CHECK_NOTHROW(cal.create(daily_lunch, refuse));
 
   // Removing a changed occurrence cancels it; removing the series removes
@@ -269,7 +282,8 @@ TEST_CASE_TEMPLATE("recurrence: malformed rules are refused, naming the rule, wr
   auto& cal = store.calendar();
   for (const char* rule :
        {"FREQ=HOURLY", "FREQ=DAILY;COUNT=2;UNTIL=20260101T000000Z", "FREQ=WEEKLY;BYDAY=XX",
-        "nonsense", "FREQ=DAILY;INTERVAL=0", "FREQ=DAILY;FOO=1"}) {
+        "nonsense", "FREQ=DAILY;INTERVAL=0", "FREQ=DAILY;FOO=1", "FREQ=DAILY;COUNT=0",
+        "FREQ=DAILY;BYHOUR=9,10", "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "FREQ=DAILY;BYWEEKNO=1"}) {
     CAPTURE(rule);
     auto n = series(std::nullopt, "x", "2026-01-05T07:00:00Z", "2026-01-05T08:00:00Z", rule);
     try {
@@ -321,5 +335,81 @@ TEST_CASE_TEMPLATE("recurrence: pages mix occurrences and events in order, none 
     CHECK(paged[i].id == all[i].id);
     CHECK(paged[i].start == all[i].start);
     if (i > 0) CHECK(all[i - 1].start <= all[i].start);
+  }
+}
+
+TEST_CASE_TEMPLATE("recurrence: zones, gaps and UNTIL as RFC 5545 reads them", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  // 02:30 does not exist in New York on 2026-03-08: read with the offset
+  // before the gap (EST), 07:30 UTC.
+  auto night = cal.create(series(std::nullopt, "night", "2026-03-07T07:30:00Z",
+                                 "2026-03-07T08:00:00Z", "FREQ=DAILY;COUNT=3", "America/New_York"));
+  CHECK(starts(cal.occurrences(night.id, at("2026-03-01T00:00:00Z"), at("2026-04-01T00:00:00Z"))) ==
+        join({"2026-03-07T07:30:00Z", "2026-03-08T07:30:00Z", "2026-03-09T06:30:00Z"}));
+  // A floating UNTIL is stored in UTC; an all-day series' UNTIL as a date.
+  auto timed = cal.create(series(std::nullopt, "t", "2026-01-05T08:00:00Z", "2026-01-05T09:00:00Z",
+                                 "FREQ=DAILY;UNTIL=20260107T090000", "Europe/Berlin"));
+  CHECK(timed.rrule == "FREQ=DAILY;UNTIL=20260107T080000Z");
+  NewEvent days;
+  days.title = "d";
+  days.all_day = true;
+  days.time_zone = "Europe/London";
+  days.start_day = "2026-01-05";
+  days.end_day = "2026-01-06";
+  days.rrule = "FREQ=DAILY;UNTIL=20260108T000000Z";
+  auto all_day = cal.create(days);
+  CHECK(all_day.rrule == "FREQ=DAILY;UNTIL=20260108");
+  // A new zone keeps an all-day series' exceptions on their local days.
+  cal.cancel_occurrence(all_day.id, at("2026-01-06T00:00:00Z"));
+  EventUpdate rename;
+  rename.title = "changed";
+  auto changed = cal.modify_occurrence(all_day.id, at("2026-01-07T00:00:00Z"), rename);
+  EventUpdate tokyo;
+  tokyo.time_zone = "Asia/Tokyo";
+  auto moved = cal.update(all_day.id, tokyo);
+  CHECK(moved.exdates == std::vector<Timestamp>{at("2026-01-05T15:00:00Z")});
+  auto occurrences =
+      cal.occurrences(all_day.id, at("2026-01-01T00:00:00Z"), at("2026-02-01T00:00:00Z"));
+  // The changed one keeps its own times.
+  CHECK(starts(occurrences) ==
+        join({"2026-01-04T15:00:00Z", "2026-01-07T00:00:00Z", "2026-01-07T15:00:00Z"}));
+  REQUIRE(cal.get(changed.id).has_value());
+  CHECK(cal.get(changed.id)->recurrence_id == at("2026-01-06T15:00:00Z"));
+}
+
+TEST_CASE_TEMPLATE("recurrence: removing a series while its occurrences change", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cal = store.calendar();
+  for (int round = 0; round < 10; ++round) {
+    auto s = cal.create(series(std::nullopt, "s", "2026-01-05T09:00:00Z", "2026-01-05T10:00:00Z",
+                               "FREQ=DAILY;COUNT=30"));
+    cal.modify_occurrence(s.id, at("2026-01-06T09:00:00Z"), EventUpdate{});
+    std::atomic<int> failures{0};
+    std::thread changer([&] {
+      try {
+        cal.modify_occurrence(s.id, at("2026-01-07T09:00:00Z"), EventUpdate{});
+        cal.cancel_occurrence(s.id, at("2026-01-08T09:00:00Z"));
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::not_found) ++failures;  // the series went first
+      }
+    });
+    std::thread remover([&] {
+      try {
+        cal.remove(s.id);
+      } catch (const Error&) {
+        ++failures;
+      }
+    });
+    changer.join();
+    remover.join();
+    CHECK(failures == 0);
+    CHECK_FALSE(cal.get(s.id).has_value());
+    CHECK(cal.range(std::nullopt, at("2026-01-01T00:00:00Z"), at("2026-03-01T00:00:00Z"))
+              .items.empty());
   }
 }

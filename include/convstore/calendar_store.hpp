@@ -104,8 +104,8 @@ struct BookingOptions {
   // Refuse, with CalendarConflict, an event that overlaps another of the same
   // owner (or an occurrence of one). Checked and written atomically: of two
   // writers booking the same slot at once, exactly one succeeds. A series is
-  // checked occurrence by occurrence up to its end, at most
-  // `series_horizon` after its start.
+  // checked occurrence by occurrence from now (or its start, when later) up
+  // to its end, at most `series_horizon` ahead.
   bool refuse_conflicts = false;
   std::chrono::hours series_horizon{24 * 366};
 };
