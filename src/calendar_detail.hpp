@@ -9,6 +9,7 @@
 #include <date/date.h>
 #include <date/tz.h>
 
+#include <algorithm>
 #include <functional>
 #include <optional>
 #include <string>
@@ -42,6 +43,12 @@ date::local_days parse_day(const std::string& text, std::string_view what);
 // The UTC instant at which local time `t` begins in `z` (the earliest one
 // when the clock repeats it, the moment the gap ends when it skips it).
 Timestamp at_local(const date::time_zone* z, LocalTime t);
+
+// Puts instants in order, each once (exdates, changed occurrences).
+inline void sort_unique(std::vector<Timestamp>& times) {
+  std::sort(times.begin(), times.end());
+  times.erase(std::unique(times.begin(), times.end()), times.end());
+}
 
 // ---- recurrence (RFC 5545 RRULE) ----
 

@@ -29,6 +29,7 @@ using detail::kLatestTime;
 using detail::LocalTime;
 using detail::Occurrence;
 using detail::parse_day;
+using detail::sort_unique;
 using detail::Sql;
 using detail::Stmt;
 using detail::StoredEvent;
@@ -62,11 +63,6 @@ std::vector<Timestamp> parse_times(const std::string& text) {
     pos = end + 1;
   }
   return out;
-}
-
-void sort_unique(std::vector<Timestamp>& times) {
-  std::sort(times.begin(), times.end());
-  times.erase(std::unique(times.begin(), times.end()), times.end());
 }
 
 bool contains(const std::vector<Timestamp>& sorted, Timestamp t) {
@@ -663,7 +659,6 @@ CalendarEvent CalendarStore::create(const NewEvent& n, const BookingOptions& opt
   e.metadata = n.metadata.is_null() ? Json::object() : n.metadata;
   e.rrule = n.rrule;
   e.exdates = n.exdates;
-  check_id(e.uid, "event uid");
   place(e, n.start_day, n.end_day);
   check_event(e);
   try {

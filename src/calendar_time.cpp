@@ -14,6 +14,7 @@
 
 #include "calendar_detail.hpp"
 #include "convstore/error.hpp"
+#include "ical_time.hpp"
 
 namespace convstore::detail {
 
@@ -133,32 +134,6 @@ Rule parse_rule(std::string_view text) {
   return r;
 }
 
-icaltimetype to_ical(LocalTime t, bool is_date) {
-  auto day = date::floor<date::days>(t);
-  date::year_month_day ymd{day};
-  date::hh_mm_ss<std::chrono::seconds> hms{date::floor<std::chrono::seconds>(t - day)};
-  icaltimetype r = icaltime_null_time();
-  r.year = static_cast<int>(ymd.year());
-  r.month = static_cast<int>(static_cast<unsigned>(ymd.month()));
-  r.day = static_cast<int>(static_cast<unsigned>(ymd.day()));
-  if (is_date) {
-    r.is_date = 1;
-  } else {
-    r.hour = static_cast<int>(hms.hours().count());
-    r.minute = static_cast<int>(hms.minutes().count());
-    r.second = static_cast<int>(hms.seconds().count());
-  }
-  return r;
-}
-
-LocalTime from_ical(const icaltimetype& t) {
-  date::year_month_day ymd{date::year{t.year}, date::month{static_cast<unsigned>(t.month)},
-                           date::day{static_cast<unsigned>(t.day)}};
-  return LocalTime(date::local_days(ymd)) + std::chrono::hours(t.is_date ? 0 : t.hour) +
-         std::chrono::minutes(t.is_date ? 0 : t.minute) +
-         std::chrono::seconds(t.is_date ? 0 : t.second);
-}
-
 struct IteratorFree {
   void operator()(icalrecur_iterator* it) const { icalrecur_iterator_free(it); }
 };
@@ -197,11 +172,10 @@ std::string check_rrule(const CalendarEvent& series) {
   checked.rrule = canonical;
   try {
     expand(checked, checked.start, checked.end, [](const Occurrence&) { return false; });
-  } catch (const Error&) {
+  } catch (const Error& err) {
     throw Error(ErrorCode::invalid_argument,
-                fmt::format("recurrence rule '{}' generates no occurrence libical can expand "
-                            "from {}",
-                            series.rrule, to_iso8601(series.start)));
+                fmt::format("recurrence rule '{}' is one libical cannot expand ({})", series.rrule,
+                            err.what()));
   }
   return canonical;
 }

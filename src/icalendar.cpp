@@ -18,6 +18,7 @@
 
 #include "calendar_detail.hpp"
 #include "convstore/version.hpp"
+#include "ical_time.hpp"
 #include "store_helpers.hpp"
 #include "store_impl.hpp"
 
@@ -201,11 +202,7 @@ TimeValue time_of(icalproperty* p, const std::string& where) {
   TimeValue out;
   out.is_date = t.is_date != 0;
   out.utc = !out.is_date && icaltime_is_utc(t);
-  out.local = LocalTime(date::local_days(ymd));
-  if (!out.is_date) {
-    out.local += std::chrono::hours(t.hour) + std::chrono::minutes(t.minute) +
-                 std::chrono::seconds(std::min(t.second, 59));
-  }
+  out.local = detail::from_ical(t);
   if (icalparameter* tz = icalproperty_get_first_parameter(p, ICAL_TZID_PARAMETER)) {
     if (const char* id = icalparameter_get_tzid(tz)) out.tzid = id;
   }
@@ -272,8 +269,9 @@ class Reader {
       if (name == "X-CONVSTORE-METADATA" && value) {
         try {
           e.metadata = Json::parse(value);
-        } catch (const std::exception&) {
-          throw bad_file(fmt::format("{}: X-CONVSTORE-METADATA is not JSON", at.where(name)));
+        } catch (const std::exception& err) {
+          throw bad_file(
+              fmt::format("{}: X-CONVSTORE-METADATA is not JSON ({})", at.where(name), err.what()));
         }
         if (!e.metadata.is_object()) {
           throw bad_file(
@@ -421,21 +419,8 @@ class Reader {
 // ---- writing ----
 
 icaltimetype ical_time(LocalTime t, bool is_date, bool utc) {
-  auto day = date::floor<date::days>(t);
-  date::year_month_day ymd{day};
-  date::hh_mm_ss<std::chrono::seconds> hms{date::floor<std::chrono::seconds>(t - day)};
-  icaltimetype r = icaltime_null_time();
-  r.year = static_cast<int>(ymd.year());
-  r.month = static_cast<int>(static_cast<unsigned>(ymd.month()));
-  r.day = static_cast<int>(static_cast<unsigned>(ymd.day()));
-  if (is_date) {
-    r.is_date = 1;
-  } else {
-    r.hour = static_cast<int>(hms.hours().count());
-    r.minute = static_cast<int>(hms.minutes().count());
-    r.second = static_cast<int>(hms.seconds().count());
-    if (utc) r.zone = utc_zone();
-  }
+  icaltimetype r = detail::to_ical(t, is_date);
+  if (utc && !is_date) r.zone = utc_zone();
   return r;
 }
 
@@ -604,8 +589,7 @@ IcsImportResult CalendarStore::import_ics(std::string_view ics, const IcsImportO
           moved_it == changed.end() ? std::vector<Timestamp>{} : moved_it->second;
       if (auto gone = cancelled.find(e.uid); gone != cancelled.end() && !e.rrule.empty()) {
         e.exdates.insert(e.exdates.end(), gone->second.begin(), gone->second.end());
-        std::sort(e.exdates.begin(), e.exdates.end());
-        e.exdates.erase(std::unique(e.exdates.begin(), e.exdates.end()), e.exdates.end());
+        detail::sort_unique(e.exdates);
       }
       CalendarEvent stored;
       if (auto old = detail::event_by_uid(c, e.uid, true)) {
@@ -655,8 +639,7 @@ IcsImportResult CalendarStore::import_ics(std::string_view ics, const IcsImportO
         if (events[i].cancelled) {
           auto& exdates = known->second.event.exdates;
           exdates.push_back(*e.recurrence_id);
-          std::sort(exdates.begin(), exdates.end());
-          exdates.erase(std::unique(exdates.begin(), exdates.end()), exdates.end());
+          detail::sort_unique(exdates);
         } else {
           moved.push_back(*e.recurrence_id);
         }
