@@ -407,6 +407,23 @@ void count_messages(Connection& c, ConversationId id, long long added, Timestamp
 
 // Appends inside an open transaction: lock the conversation, honour the
 // client key and the expected version, insert, count.
+// A writer holding a turn lease (SessionCache::acquire_turn) passes its
+// fence: an older fence than the newest one seen is a holder whose lease
+// expired, and is refused; a newer one becomes the newest.
+void check_fence(Connection& c, ConversationId id, std::int64_t fence) {
+  static const Sql raise{"UPDATE conversations SET fence = :f WHERE id = :id AND fence <= :f2"};
+  static const Sql current{"SELECT fence FROM conversations WHERE id = :id"};
+  Stmt s(c, raise);
+  s.in(static_cast<long long>(fence)).in(id).in(static_cast<long long>(fence)).one();
+  if (s.affected() > 0) return;
+  long long seen = 0;
+  Stmt(c, current).in(id).out(seen).one();
+  throw Error(ErrorCode::conflict,
+              fmt::format("conversation {}: fence {} is older than the newest turn's fence {} "
+                          "(the turn lease was lost)",
+                          id, fence, seen));
+}
+
 Message append_locked(Connection& c, ConversationId id, const NewMessage& m,
                       const EncodedMessage& e, const AppendOptions& opts) {
   Conversation conv = lock_conversation(c, id);
@@ -418,6 +435,7 @@ Message append_locked(Connection& c, ConversationId id, const NewMessage& m,
                 fmt::format("conversation {} is at version {}, not the expected {}", id,
                             conv.version, *opts.expected_version));
   }
+  if (opts.fence) check_fence(c, id, *opts.fence);
   Timestamp t = now();
   MessageId mid = insert_messages(c, id, &m, &e, 1, t).front();
   count_messages(c, id, 1, t);
@@ -771,11 +789,13 @@ Conversation ConversationStore::complete(ConversationId id, std::string_view ext
 
 bool ConversationStore::remove(ConversationId id) {
   static const Sql q{"DELETE FROM conversations WHERE id = :id"};
-  return impl_->single(Op{"delete conversation", "conversation", id}, [&](Connection& c) {
+  bool removed = impl_->single(Op{"delete conversation", "conversation", id}, [&](Connection& c) {
     Stmt s(c, q);
     s.in(id).one();
     return s.affected() > 0;
   });
+  if (removed) impl_->messages_changed(id);
+  return removed;
 }
 
 // ================================ messages =================================
@@ -784,7 +804,7 @@ Message ConversationStore::append(ConversationId id, const NewMessage& m,
                                   const AppendOptions& opts) {
   EncodedMessage e = encode(m);
   const Op op{"append message", "conversation", id};
-  if (impl_->backend() == Backend::postgresql && !m.client_key) {
+  if (impl_->backend() == Backend::postgresql && !m.client_key && !opts.fence) {
     auto mid = impl_->single(op, [&](Connection& c) {
       Timestamp t = now();
       MessageId out = 0;
@@ -802,7 +822,10 @@ Message ConversationStore::append(ConversationId id, const NewMessage& m,
       if (!s.one()) return std::pair<MessageId, Timestamp>{0, t};
       return std::pair<MessageId, Timestamp>{out, t};
     });
-    if (mid.first != 0) return stored_message(mid.first, id, m, mid.second);
+    if (mid.first != 0) {
+      impl_->messages_changed(id);
+      return stored_message(mid.first, id, m, mid.second);
+    }
     // Nothing written: say why.
     auto conv = get(id);
     if (!conv) conversation_not_found(id);
@@ -810,7 +833,9 @@ Message ConversationStore::append(ConversationId id, const NewMessage& m,
                 fmt::format("conversation {} is at version {}, not the expected {}", id,
                             conv->version, opts.expected_version.value_or(-1)));
   }
-  return impl_->write(op, [&](Connection& c) { return append_locked(c, id, m, e, opts); });
+  Message out = impl_->write(op, [&](Connection& c) { return append_locked(c, id, m, e, opts); });
+  impl_->messages_changed(id);
+  return out;
 }
 
 std::vector<Message> ConversationStore::append_batch(ConversationId id,
@@ -831,9 +856,10 @@ std::vector<Message> ConversationStore::append_batch(ConversationId id,
     for (std::size_t i = 0; i < messages.size(); ++i) {
       out.push_back(stored_message(ids[i], id, messages[i], t));
     }
+    impl_->messages_changed(id);
     return out;
   }
-  return impl_->write(op, [&](Connection& c) {
+  auto stored = impl_->write(op, [&](Connection& c) {
     lock_conversation(c, id);
     std::vector<Message> out;
     out.reserve(messages.size());
@@ -863,6 +889,8 @@ std::vector<Message> ConversationStore::append_batch(ConversationId id,
     if (added > 0) count_messages(c, id, added, t);
     return out;
   });
+  impl_->messages_changed(id);
+  return stored;
 }
 
 std::optional<Message> ConversationStore::get_message(MessageId id) {
@@ -934,7 +962,7 @@ Message ConversationStore::update_message(MessageId id, const MessageUpdate& up)
   static const Sql write{
       "UPDATE messages SET content = :content, complete = :done, token_count = :tc, "
       "metadata = :md, updated_at = :t WHERE id = :id RETURNING " CS_MSG_COLS};
-  return impl_->write(Op{"update message", "message", id}, [&](Connection& c) {
+  Message updated = impl_->write(Op{"update message", "message", id}, [&](Connection& c) {
     Stmt sel(c, kLockMessage);
     sel.in(id);
     auto m = fetch_one<Message>(sel);
@@ -948,6 +976,8 @@ Message ConversationStore::update_message(MessageId id, const MessageUpdate& up)
     s.in(m->content).in(m->complete).in(m->token_count).in(md).in(now()).in(id);
     return *fetch_one<Message>(s);
   });
+  impl_->messages_changed(updated.conversation_id);
+  return updated;
 }
 
 Message ConversationStore::append_content(MessageId id, std::string_view delta) {
@@ -961,6 +991,7 @@ Message ConversationStore::append_content(MessageId id, std::string_view delta) 
     return fetch_one<Message>(s);
   });
   if (!m) throw Error(ErrorCode::not_found, fmt::format("message {} not found", id));
+  impl_->messages_changed(m->conversation_id);
   return *m;
 }
 
@@ -977,6 +1008,7 @@ Message ConversationStore::finish_message(MessageId id, std::optional<std::int64
     return fetch_one<Message>(s);
   });
   if (!m) throw Error(ErrorCode::not_found, fmt::format("message {} not found", id));
+  impl_->messages_changed(m->conversation_id);
   return *m;
 }
 
@@ -985,12 +1017,15 @@ bool ConversationStore::remove_message(MessageId id) {
   static const Sql uncount{
       "UPDATE conversations SET message_count = message_count - 1, version = version + 1, "
       "updated_at = :t WHERE id = :id"};
-  return impl_->write(Op{"delete message", "message", id}, [&](Connection& c) {
+  long long conv = impl_->write(Op{"delete message", "message", id}, [&](Connection& c) {
     long long conv = 0;
-    if (!Stmt(c, del).in(id).out(conv).one()) return false;
+    if (!Stmt(c, del).in(id).out(conv).one()) return 0LL;
     Stmt(c, uncount).in(now()).in(conv).one();
-    return true;
+    return conv;
   });
+  if (conv == 0) return false;
+  impl_->messages_changed(conv);
+  return true;
 }
 
 // ================================ threading ================================

@@ -6,6 +6,7 @@ set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/conversation_store.hpp
   include/convstore/error.hpp
   include/convstore/options.hpp
+  include/convstore/session_cache.hpp
   include/convstore/store.hpp
   include/convstore/types.hpp
 )
@@ -15,6 +16,9 @@ set(CONVSTORE_SOURCES
   src/calendar_time.cpp
   src/icalendar.cpp
   src/conversation_store.cpp
+  src/session_cache.cpp
+  src/cache/database_cache.cpp
+  src/cache/memory_cache.cpp
   src/error.cpp
   src/store.cpp
   src/store_helpers.cpp

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #include "convstore/store.hpp"
 
+#include <algorithm>
 #include <vector>
 
 #include "convstore/version.hpp"
@@ -30,6 +31,45 @@ Store::Impl::Impl(const detail::Dialect& d, detail::Target target, const Options
     : dialect(d), pool(d, std::move(target), options), agent_cache(options.agent_cache_ttl) {}
 
 Store::Impl::~Impl() = default;
+
+std::uint64_t Store::Impl::add_message_listener(std::function<void(ConversationId)> listener) {
+  std::lock_guard lock(listeners_mu_);
+  listeners_.emplace_back(++next_listener_, std::move(listener));
+  has_listeners_.store(true, std::memory_order_release);
+  return next_listener_;
+}
+
+void Store::Impl::remove_message_listener(std::uint64_t handle) noexcept {
+  std::lock_guard lock(listeners_mu_);
+  listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(),
+                                  [&](const auto& l) { return l.first == handle; }),
+                   listeners_.end());
+  has_listeners_.store(!listeners_.empty(), std::memory_order_release);
+}
+
+void Store::Impl::messages_changed(ConversationId id) {
+  if (!has_listeners_.load(std::memory_order_acquire)) return;
+  if (Connection* c = current()) {
+    c->after_commit.push_back([this, id] { notify_message_listeners(id); });
+  } else {
+    notify_message_listeners(id);
+  }
+}
+
+void Store::Impl::notify_message_listeners(ConversationId id) noexcept {
+  std::vector<std::function<void(ConversationId)>> copy;
+  {
+    std::lock_guard lock(listeners_mu_);
+    for (const auto& l : listeners_) copy.push_back(l.second);
+  }
+  for (const auto& f : copy) {
+    try {
+      f(id);
+    } catch (...) {
+      // A listener must not throw; the write it follows has committed.
+    }
+  }
+}
 
 Connection* Store::Impl::current() const noexcept {
   for (auto it = t_active.rbegin(); it != t_active.rend(); ++it) {

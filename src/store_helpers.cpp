@@ -70,15 +70,15 @@ std::pair<Timestamp, long long> parse_time_cursor(std::string_view prefix,
   return {Timestamp(std::chrono::microseconds(micros)), id};
 }
 
-void check_id(std::string_view id, std::string_view what) {
+void check_id(std::string_view id, std::string_view what, std::size_t max_chars) {
   if (id.empty()) throw Error(ErrorCode::invalid_argument, fmt::format("{} is empty", what));
   check_text(id, what);
   // Characters, not bytes: count the bytes that start a UTF-8 sequence.
   std::size_t chars = 0;
   for (char ch : id) chars += (static_cast<unsigned char>(ch) & 0xC0) != 0x80 ? 1 : 0;
-  if (chars > 200) {
+  if (chars > max_chars) {
     throw Error(ErrorCode::invalid_argument,
-                fmt::format("{} is {} characters long (at most 200)", what, chars));
+                fmt::format("{} is {} characters long (at most {})", what, chars, max_chars));
   }
   for (char ch : id) {
     auto c = static_cast<unsigned char>(ch);

@@ -70,9 +70,9 @@ std::string time_cursor(std::string_view prefix, Timestamp t, long long id);
 std::pair<Timestamp, long long> parse_time_cursor(std::string_view prefix,
                                                   const std::string& cursor);
 
-// An identifier chosen by the app (agent id, scope key): 1..200 characters
-// of valid UTF-8 without control characters; else Error(invalid_argument)
-// naming `what`.
-void check_id(std::string_view id, std::string_view what);
+// An identifier chosen by the app (agent id, scope key): 1..max_chars
+// characters of valid UTF-8 without control characters; else
+// Error(invalid_argument) naming `what`.
+void check_id(std::string_view id, std::string_view what, std::size_t max_chars = 200);
 
 }  // namespace convstore::detail

@@ -4,11 +4,15 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
+#include <cstdint>
 #include <exception>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "agent_cache.hpp"
 #include "convstore/agent_state_store.hpp"
@@ -87,7 +91,20 @@ class Store::Impl {
 
   void migrate(detail::Connection& c, bool apply);
 
+  // Listeners told when a conversation's messages changed (SessionCache).
+  std::uint64_t add_message_listener(std::function<void(ConversationId)> listener);
+  void remove_message_listener(std::uint64_t handle) noexcept;
+  // Tells the listeners that the messages of `id` changed: at once, or when
+  // the calling thread's open transaction commits.
+  void messages_changed(ConversationId id);
+
  private:
+  void notify_message_listeners(ConversationId id) noexcept;
+  std::atomic<bool> has_listeners_{false};
+  std::mutex listeners_mu_;
+  std::uint64_t next_listener_ = 0;
+  std::vector<std::pair<std::uint64_t, std::function<void(ConversationId)>>> listeners_;
+
   enum class Begin { write, read };
   // A pooled connection with a transaction begun on it. A BEGIN that fails
   // on a dead connection is retried once on a fresh one (nothing was sent).

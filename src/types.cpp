@@ -211,6 +211,38 @@ Json to_json(const Message& m) {
               {"updated_at", to_iso8601(m.updated_at)}};
 }
 
+Message message_from_json(const Json& j) {
+  auto opt_text = [&](const char* k) -> std::optional<std::string> {
+    const Json& v = j.at(k);
+    if (v.is_null()) return std::nullopt;
+    return v.get<std::string>();
+  };
+  try {
+    Message m;
+    m.id = j.at("id").get<MessageId>();
+    m.conversation_id = j.at("conversation_id").get<ConversationId>();
+    m.role = parse_role(j.at("role").get<std::string>());
+    m.kind = parse_message_kind(j.at("kind").get<std::string>());
+    m.content = j.at("content").get<std::string>();
+    m.agent = opt_text("agent");
+    m.model = opt_text("model");
+    if (!j.at("token_count").is_null()) m.token_count = j.at("token_count").get<std::int64_t>();
+    m.tool_name = opt_text("tool_name");
+    m.tool_args = j.at("tool_args");
+    m.tool_call_id = opt_text("tool_call_id");
+    m.platform_message_id = opt_text("platform_message_id");
+    m.reply_to_platform_id = opt_text("reply_to_platform_id");
+    m.client_key = opt_text("client_key");
+    m.complete = j.at("complete").get<bool>();
+    m.metadata = j.at("metadata");
+    m.created_at = parse_timestamp(j.at("created_at").get<std::string>());
+    m.updated_at = parse_timestamp(j.at("updated_at").get<std::string>());
+    return m;
+  } catch (const Json::exception& e) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("not a message object: {}", e.what()));
+  }
+}
+
 Json to_json(const Question& q) {
   return Json{{"id", q.id},
               {"conversation_id", q.conversation_id},

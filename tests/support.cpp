@@ -126,6 +126,47 @@ std::string raw_exec(const TestDb& db, const std::string& sql) {
   return out;
 }
 
+CacheFixture::CacheFixture(const char* kind, convstore::CacheOptions options) : kind_(kind) {
+  prefix_ = "t" + unique_suffix() + ":";
+  options.key_prefix = prefix_;
+  bool database = kind_ == "sqlite" || kind_ == "postgresql";
+  db_ = std::make_unique<TestDb>(database ? kind : "sqlite");
+  if (!db_->ready()) return;
+  store_.emplace(db_->open());
+  if (kind_ == "memory") {
+    cache_.emplace(convstore::SessionCache::in_memory(options));
+  } else if (database) {
+    cache_.emplace(convstore::SessionCache::database(*store_, options));
+  } else {
+    const char* url = std::getenv("CONVSTORE_TEST_REDIS_URL");
+    if (!CONVSTORE_HAS_REDIS || url == nullptr || *url == '\0') {
+      if (in_ci()) FAIL("Redis tests cannot run: no Redis build or CONVSTORE_TEST_REDIS_URL unset");
+      MESSAGE("Redis not configured (CONVSTORE_TEST_REDIS_URL unset or no Redis build): skipped");
+      return;
+    }
+    redis_url_ = url;
+    cache_.emplace(convstore::SessionCache::redis(redis_url_, options));
+  }
+}
+
+convstore::SessionCache CacheFixture::open(convstore::CacheOptions options) {
+  options.key_prefix = prefix_;
+  if (kind_ == "memory") return convstore::SessionCache::in_memory(options);
+  if (kind_ == "redis") return convstore::SessionCache::redis(redis_url_, options);
+  return convstore::SessionCache::database(*store_, options);
+}
+
+convstore::SessionCache& CacheFixture::peer() {
+  if (kind_ == "memory") return *cache_;
+  if (!peer_) peer_.emplace(open());
+  return *peer_;
+}
+
+std::string CacheFixture::helper_args() const {
+  std::string kind = kind_ == "redis" ? "redis" : kind_ == "memory" ? "memory" : "database";
+  return kind + " " + (redis_url_.empty() ? "-" : redis_url_) + " " + prefix_;
+}
+
 namespace {
 std::string helper_path() {
   const char* dir = std::getenv("CONVSTORE_TEST_HELPER");

@@ -8,6 +8,8 @@
 #include <doctest/doctest.h>
 
 #include <convstore/convstore.hpp>
+#include <memory>
+#include <optional>
 #include <string>
 
 namespace testing {
@@ -55,7 +57,61 @@ int run_helper(const std::string& args);
 int spawn_helper(const std::string& args);
 int wait_helper(int pid);
 
+// SessionCache backends for TEST_CASE_TEMPLATE(..., B, CONVSTORE_CACHES).
+struct MemoryCache {
+  static constexpr const char* name = "memory";
+};
+struct SqliteCache {
+  static constexpr const char* name = "sqlite";
+};
+struct PostgresqlCache {
+  static constexpr const char* name = "postgresql";
+};
+struct RedisCache {
+  static constexpr const char* name = "redis";
+};
+
+// A SessionCache of one backend for one test, with a Store beside it (the
+// cache's own store for the database backends, a SQLite one otherwise) and
+// a key prefix of its own. Not ready() when the backend is not configured:
+// skipped with a message, except under CI=true where that is a failure.
+class CacheFixture {
+ public:
+  explicit CacheFixture(const char* kind, convstore::CacheOptions options = {});
+  bool ready() const { return cache_.has_value(); }
+  const std::string& kind() const { return kind_; }
+  convstore::Store& store() { return *store_; }
+  convstore::SessionCache& cache() { return *cache_; }
+  // Another SessionCache on the same backend and key prefix (what a second
+  // process would open).
+  convstore::SessionCache open(convstore::CacheOptions options = {});
+  // A second handle sharing this cache's data: open() once, or cache()
+  // itself for the in-memory backend (whose data is its own).
+  convstore::SessionCache& peer();
+  const TestDb& db() const { return *db_; }
+  // For helper processes: "memory", "database" or "redis", the URL of the
+  // cache (Redis) and the prefix.
+  std::string helper_args() const;
+
+ private:
+  std::string kind_;
+  std::unique_ptr<TestDb> db_;
+  std::optional<convstore::Store> store_;
+  std::optional<convstore::SessionCache> cache_;
+  std::optional<convstore::SessionCache> peer_;
+  std::string prefix_;
+  std::string redis_url_;
+};
+
 }  // namespace testing
+
+#define CONVSTORE_CACHES \
+  testing::MemoryCache, testing::SqliteCache, testing::PostgresqlCache, testing::RedisCache
+
+// A fresh cache of backend B (with options) or skip the test.
+#define CONVSTORE_TEST_CACHE(f, ...)               \
+  testing::CacheFixture f(B::name, ##__VA_ARGS__); \
+  if (!f.ready()) return
 
 #define CONVSTORE_BACKENDS testing::Sqlite, testing::Postgresql
 

@@ -9,6 +9,7 @@
 #include "convstore/conversation_store.hpp"
 #include "convstore/error.hpp"
 #include "convstore/options.hpp"
+#include "convstore/session_cache.hpp"
 #include "convstore/store.hpp"
 #include "convstore/types.hpp"
 #include "convstore/version.hpp"

@@ -111,6 +111,7 @@ class CONVSTORE_EXPORT Store {
   class Impl;
 
  private:
+  friend class SessionCache;
   explicit Store(std::unique_ptr<Impl> impl);
   void run_transaction(const std::function<void()>& body);
   std::unique_ptr<Impl> impl_;

@@ -223,6 +223,10 @@ struct AppendOptions {
   // Compare-and-append: fail with Error(conflict) unless the conversation's
   // version still equals this (the version moves with every append).
   std::optional<std::int64_t> expected_version;
+  // Fencing: the TurnLease::fence of the caller's turn. Refused with
+  // Error(conflict) when an append already carried a newer fence (this
+  // caller's lease expired and another holder took the turn).
+  std::optional<std::int64_t> fence;
 };
 
 // Changes to a stored message (seed 004 update_message).
@@ -417,6 +421,8 @@ struct AgentStateVersion {
 CONVSTORE_EXPORT Json to_json(const User& u);
 CONVSTORE_EXPORT Json to_json(const Conversation& c);
 CONVSTORE_EXPORT Json to_json(const Message& m);
+// The inverse of to_json(const Message&); throws Error(invalid_argument).
+CONVSTORE_EXPORT Message message_from_json(const Json& j);
 CONVSTORE_EXPORT Json to_json(const Question& q);
 CONVSTORE_EXPORT Json to_json(const Agent& a);
 CONVSTORE_EXPORT Json to_json(const AgentState& s);

@@ -197,6 +197,43 @@ const char* const kMigration4[] = {
     "WHERE rrule IS NOT NULL",
 };
 
+// Migration 5: SessionCache::database() keeps its entries here, and
+// conversations remember the newest turn fence an append carried.
+//   cache_entries  one row per key: a plain value, a versioned value, the
+//                  head of a hash or scored set, rate state, or a lease
+//                  (version = its fence, holder = the holding ticket)
+//   cache_fields   the fields of hashes and the members of scored sets
+//   cache_waiters  the queue of callers waiting for a lease, by ticket
+// Values that are not valid UTF-8 text are stored as hex (hex = 1).
+const char* const kMigration5[] = {
+    R"(CREATE TABLE cache_entries (
+  key TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  value TEXT,
+  hex {big} NOT NULL DEFAULT 0,
+  version {big} NOT NULL DEFAULT 0,
+  holder {big},
+  expires_at {ts}
+))",
+    "CREATE INDEX cache_entries_expiry ON cache_entries (expires_at) WHERE expires_at IS NOT NULL",
+    R"(CREATE TABLE cache_fields (
+  key TEXT NOT NULL,
+  field TEXT NOT NULL,
+  value TEXT,
+  hex {big} NOT NULL DEFAULT 0,
+  score {big},
+  PRIMARY KEY (key, field)
+))",
+    "CREATE INDEX cache_fields_score ON cache_fields (key, score)",
+    R"(CREATE TABLE cache_waiters (
+  ticket {pk},
+  name TEXT NOT NULL,
+  alive_until {ts} NOT NULL
+))",
+    "CREATE INDEX cache_waiters_name ON cache_waiters (name, ticket)",
+    "ALTER TABLE conversations ADD COLUMN fence {big} NOT NULL DEFAULT 0",
+};
+
 // Title and description search, the same words found on both: the library
 // normalizes the words into search_words (one tokenizer for documents and
 // queries), which an FTS5 index kept by triggers and a generated tsvector
@@ -231,11 +268,12 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
-  std::vector<std::vector<std::string>> out(4);
+  std::vector<std::vector<std::string>> out(5);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
   for (const char* sql : kMigration3) out[2].push_back(expand(sql));
   for (const char* sql : kMigration4) out[3].push_back(expand(sql));
+  for (const char* sql : kMigration5) out[4].push_back(expand(sql));
   if (t.postgresql) {
     for (const char* sql : kSearchPostgresql) out[2].push_back(sql);
   } else {
@@ -249,7 +287,8 @@ const std::vector<std::string>& migration_descriptions() {
       "users, channel configs, conversations, messages, data snapshots, agent questions",
       "agent registry, agent state and its history",
       "calendar events, their search index, and the longest event of each owner",
-      "recurring events: rules, exceptions and changed occurrences"};
+      "recurring events: rules, exceptions and changed occurrences",
+      "session cache tables, and the turn fence of conversations"};
   return d;
 }
 
