@@ -177,7 +177,7 @@ std::string helper_path() {
 int run_helper(const std::string& args) { return wait_helper(spawn_helper(args)); }
 
 int spawn_helper(const std::string& args) {
-  std::string cmd = helper_path() + " " + args;
+  std::string cmd = "exec " + helper_path() + " " + args;  // the pid is the helper's
   pid_t pid = fork();
   if (pid == 0) {
     execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));

@@ -11,10 +11,20 @@
 //       (save {"writer": WRITER} expecting VERSION; exit 3 on conflict)
 //   convstore_test_helper book URL START TITLE
 //       (book [START, START + 1h) on the shared calendar; exit 3 on conflict)
+//   convstore_test_helper turn URL KIND CACHE_URL PREFIX CONVERSATION HOLD_MS OUT
+//       (take the conversation's turn on a "database" or "redis" cache, append
+//       "<pid> start" with its fence, append "<pid> line" to the file OUT,
+//       hold the turn HOLD_MS, append "<pid> end", release; exit 3 when the
+//       fence is refused)
+#include <unistd.h>
+
+#include <chrono>
 #include <convstore/convstore.hpp>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <string>
+#include <thread>
 
 int main(int argc, char** argv) {
   try {
@@ -63,6 +73,38 @@ int main(int argc, char** argv) {
       } catch (const convstore::CalendarConflict&) {
         return 3;
       }
+    }
+    if (job == "turn" && argc == 9) {
+      convstore::CacheOptions o;
+      o.key_prefix = argv[5];
+      std::string kind = argv[3];
+      auto cache = kind == "redis" ? convstore::SessionCache::redis(argv[4], o)
+                                   : convstore::SessionCache::database(store, o);
+      convstore::ConversationId id = std::stoll(argv[6]);
+      auto lease = cache.acquire_turn(id, std::chrono::milliseconds(500), std::chrono::seconds(60));
+      if (!lease) return 4;
+      std::string me = std::to_string(getpid());
+      convstore::AppendOptions fenced;
+      fenced.fence = lease->fence;
+      convstore::NewMessage m;
+      try {
+        m.content = me + " start";
+        store.conversations().append(id, m, fenced);
+        std::ofstream(argv[8], std::ios::app) << me << " " << lease->fence << std::endl;
+        auto until =
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(std::stoll(argv[7]));
+        while (std::chrono::steady_clock::now() < until) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          if (!cache.renew_turn(*lease, std::chrono::milliseconds(500))) return 5;
+        }
+        m.content = me + " end";
+        store.conversations().append(id, m, fenced);
+      } catch (const convstore::Error& e) {
+        if (e.code() == convstore::ErrorCode::conflict) return 3;
+        throw;
+      }
+      cache.release_turn(*lease);
+      return 0;
     }
     return 2;
   } catch (const convstore::Error& e) {

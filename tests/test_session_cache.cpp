@@ -4,8 +4,13 @@
 // The SessionCache suite: every test runs on each backend (in-memory, the
 // database on SQLite and on PostgreSQL, Redis).
 
+#include <fmt/format.h>
+#include <signal.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -456,4 +461,88 @@ TEST_CASE("cache: the in-memory bound evicts the least recently used") {
   std::this_thread::sleep_for(milliseconds(200));
   CHECK(c.stats().entries == entries - 1);
   CHECK(c.stats().expirations >= 1);
+}
+
+namespace {
+
+std::vector<std::string> lines_of(const std::string& path) {
+  std::vector<std::string> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+// Waits until `path` has `n` lines (a helper process got its turn).
+bool wait_lines(const std::string& path, std::size_t n, std::chrono::seconds limit) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (lines_of(path).size() < n) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("cache: processes take turns in arrival order; a killed holder's turn passes", B,
+                   testing::SqliteCache, testing::PostgresqlCache, testing::RedisCache) {
+  CONVSTORE_TEST_CACHE(f);
+  auto& conv = f.store().conversations();
+  auto id = conv.start({}).id;
+  std::string out = "/tmp/convstore_turns_" + std::to_string(getpid()) + "_" + B::name;
+  std::remove(out.c_str());
+  auto args = [&](int hold_ms) {
+    return fmt::format("turn '{}' {} {} {} {}", f.db().url(), f.helper_args(), id, hold_ms, out);
+  };
+
+  // Three processes arrive 300 ms apart while the first holds for 900 ms:
+  // they run one after the other, in that order, and their messages never
+  // interleave.
+  std::vector<int> pids;
+  for (int i = 0; i < 3; ++i) {
+    pids.push_back(testing::spawn_helper(args(i == 0 ? 900 : 100)));
+    if (i == 0) REQUIRE(wait_lines(out, 1, std::chrono::seconds(30)));
+    std::this_thread::sleep_for(milliseconds(300));
+  }
+  for (int pid : pids) CHECK(testing::wait_helper(pid) == 0);
+  auto turns = lines_of(out);
+  REQUIRE(turns.size() == 3);
+  std::vector<std::string> expected;
+  long long last_fence = 0;
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    std::istringstream in(turns[i]);
+    std::string pid;
+    long long fence = 0;
+    in >> pid >> fence;
+    CHECK(std::to_string(pids[i]) == pid);  // arrival order
+    CHECK(fence > last_fence);
+    last_fence = fence;
+    expected.push_back(pid + " start");
+    expected.push_back(pid + " end");
+  }
+  std::vector<std::string> got;
+  for (const auto& m : conv.recent(id, 100)) got.push_back(m.content);
+  CHECK(joined(got) == joined(expected));
+
+  // A holder killed mid-turn: its lease expires, the next caller gets the
+  // turn with a newer fence, and the dead holder's fence is refused.
+  std::remove(out.c_str());
+  int victim = testing::spawn_helper(args(60000));
+  REQUIRE(wait_lines(out, 1, std::chrono::seconds(30)));
+  std::istringstream in(lines_of(out)[0]);
+  int victim_pid = 0;
+  long long victim_fence = 0;
+  in >> victim_pid >> victim_fence;
+  ::kill(victim_pid, SIGKILL);
+  testing::wait_helper(victim);
+  auto lease = f.cache().acquire_turn(id, milliseconds(5000), milliseconds(10000));
+  REQUIRE(lease.has_value());
+  CHECK(lease->fence > victim_fence);
+  convstore::AppendOptions fresh, stale;
+  fresh.fence = lease->fence;
+  stale.fence = victim_fence;
+  conv.append(id, text("after the crash"), fresh);
+  CHECK_ERROR_CODE(conv.append(id, text("zombie"), stale), ErrorCode::conflict);
+  f.cache().release_turn(*lease);
+  std::remove(out.c_str());
 }
