@@ -11,6 +11,7 @@ set(CONVSTORE_PUBLIC_HEADERS
 )
 set(CONVSTORE_SOURCES
   src/agent_state_store.cpp
+  src/cache/cache_backend.cpp
   src/calendar_store.cpp
   src/calendar_time.cpp
   src/icalendar.cpp
