@@ -31,4 +31,6 @@ set(CONVSTORE_SQLITE_SOURCES
 set(CONVSTORE_POSTGRESQL_SOURCES
   backends/postgresql/postgresql_dialect.cpp
 )
-set(CONVSTORE_REDIS_SOURCES)
+set(CONVSTORE_REDIS_SOURCES
+  backends/redis/redis_cache.cpp
+)
