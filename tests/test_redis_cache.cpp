@@ -143,6 +143,9 @@ class PrivateRedis {
   static bool available() { return std::system("command -v redis-server >/dev/null 2>&1") == 0; }
 
   int port() const { return port_; }
+  // Where the server listens when started with "--unixsocket <this>".
+  std::string socket_path() const { return dir_ + "/redis.sock"; }
+  void add_arguments(const std::string& extra) { extra_ += " " + extra; }
 
   // Starts the server (again, on the same port) and waits until it answers.
   void start() {
@@ -760,6 +763,31 @@ TEST_CASE("redis: a server that is down, restarted, or too slow") {
     CHECK(elapsed_since(start) < failure_bound);
     CHECK_ERROR_CODE(wrong->get(p + "k"), ErrorCode::unavailable);
   }
+}
+
+TEST_CASE("redis: a Unix socket, with a password and a database") {
+  if (!can_start_redis()) return;
+  PrivateRedis server;
+  server.add_arguments("--requirepass 'p&ss w' --unixsocket '" + server.socket_path() +
+                       "' --unixsocketperm 700");
+  server.start();
+  auto b = make_redis_backend("unix://" + server.socket_path() + "?db=3&password=p%26ss%20w",
+                              fast_options());
+  b->set("k", "v", Ms{0});
+  CHECK(b->get("k") == std::optional<std::string>("v"));
+  convstore::detail::RedisTarget admin;
+  admin.socket = server.socket_path();
+  admin.password = "p&ss w";
+  admin.db = 3;
+  CHECK(raw_command(admin, {"GET", "k"}) == "v");
+  admin.db = 0;
+  CHECK(raw_command(admin, {"EXISTS", "k"}) == "0");  // SELECT 3 happened
+
+  server.stop();
+  CHECK_ERROR_CODE(b->get("k"), ErrorCode::unavailable);
+  server.start();
+  std::this_thread::sleep_for(350ms);  // retry_interval
+  CHECK_FALSE(b->get("k").has_value());
 }
 
 TEST_CASE("redis: an unreachable server fails within the timeouts") {
