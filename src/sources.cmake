@@ -12,6 +12,7 @@ set(CONVSTORE_PUBLIC_HEADERS
 )
 set(CONVSTORE_SOURCES
   src/agent_state_store.cpp
+  src/cache/cache_backend.cpp
   src/calendar_store.cpp
   src/calendar_time.cpp
   src/icalendar.cpp
@@ -34,4 +35,6 @@ set(CONVSTORE_SQLITE_SOURCES
 set(CONVSTORE_POSTGRESQL_SOURCES
   backends/postgresql/postgresql_dialect.cpp
 )
-set(CONVSTORE_REDIS_SOURCES)
+set(CONVSTORE_REDIS_SOURCES
+  backends/redis/redis_cache.cpp
+)
