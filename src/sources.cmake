@@ -12,7 +12,6 @@ set(CONVSTORE_PUBLIC_HEADERS
 )
 set(CONVSTORE_SOURCES
   src/agent_state_store.cpp
-  src/cache/cache_backend.cpp
   src/calendar_store.cpp
   src/calendar_time.cpp
   src/icalendar.cpp
