@@ -534,7 +534,17 @@ std::vector<Message> SessionCache::context(Store& store, ConversationId id, std:
   const std::string k = impl_->context_key(id);
   std::optional<detail::Versioned> cached;
   try {
-    if (impl_->flush_pending(id)) cached = impl_->backend->vget(k);
+    if (impl_->flush_pending(id)) {
+      cached = impl_->backend->vget(k);
+    } else {
+      impl_->report("context",
+                    Error(ErrorCode::unavailable,
+                          fmt::format("the cached context of conversation {} may be stale (its "
+                                      "invalidation has not reached the cache yet): read from "
+                                      "the store",
+                                      id)),
+                    true);
+    }
   } catch (const Error& e) {
     if (e.code() != ErrorCode::unavailable) throw;
     impl_->report("context", e, true);

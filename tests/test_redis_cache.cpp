@@ -22,6 +22,7 @@
 #include <mutex>
 #include <thread>
 
+#include "convstore/conversation_store.hpp"
 #include "redis_cache.hpp"
 #include "support.hpp"
 
@@ -808,4 +809,112 @@ TEST_CASE("redis: an unreachable server fails within the timeouts") {
     CHECK_ERROR_CODE(b->get("k"), ErrorCode::unavailable);
     CHECK(elapsed_since(start) < 50ms);
   }
+}
+
+namespace {
+std::string contents(const std::vector<convstore::Message>& v) {
+  std::string out;
+  for (const auto& m : v) out += (out.empty() ? "" : ",") + m.content;
+  return out;
+}
+convstore::NewMessage text(std::string content) {
+  convstore::NewMessage m;
+  m.content = std::move(content);
+  return m;
+}
+}  // namespace
+
+// Seed 002: "continue with degraded performance if Redis fails" — through
+// the public SessionCache, with the server paused, stopped and restarted in
+// the middle of the test.
+TEST_CASE("SessionCache on Redis: degraded while the server fails, itself again after") {
+  if (!can_start_redis()) return;
+  PrivateRedis server;
+  server.start();
+  testing::TestDb db("sqlite");
+  auto store = db.open();
+  std::mutex mu;
+  std::vector<convstore::CacheFailure> failures;
+  CacheOptions o;
+  o.key_prefix = unique_prefix();
+  o.connect_timeout = 200ms;
+  o.command_timeout = 200ms;
+  o.retry_interval = 300ms;
+  o.on_failure = [&](const convstore::CacheFailure& f) {
+    std::lock_guard lock(mu);
+    failures.push_back(f);
+  };
+  const std::string url = "redis://127.0.0.1:" + std::to_string(server.port()) + "/0";
+  auto cache = convstore::SessionCache::redis(url, o);
+  CacheOptions closed = o;
+  closed.rate_limit_fail_open = false;
+  auto strict = convstore::SessionCache::redis(url, closed);
+  cache.attach(store);
+  auto& conv = store.conversations();
+  auto id = conv.start({}).id;
+  conv.append(id, text("m1"));
+  conv.append(id, text("m2"));
+  CHECK(contents(cache.context(store, id, 5)) == "m1,m2");
+  cache.set("k", "v");
+  REQUIRE(cache.health().ok);
+
+  // Paused (every command times out): a change made meanwhile must not leave
+  // a stale context behind once the server answers again.
+  convstore::detail::RedisTarget target;
+  target.host = "127.0.0.1";
+  target.port = server.port();
+  raw_command(target, {"CLIENT", "PAUSE", "1200"});
+  auto t0 = Clock::now();
+  conv.append(id, text("m3"));  // its invalidation cannot reach the server
+  CHECK(contents(cache.context(store, id, 5)) == "m1,m2,m3");  // from the store
+  CHECK(elapsed_since(t0) < 3s);
+  std::this_thread::sleep_for(1500ms);
+  CHECK(contents(cache.context(store, id, 5)) == "m1,m2,m3");
+  CHECK(contents(cache.context(store, id, 5)) == "m1,m2,m3");
+
+  // Stopped: reads miss, context comes from the store, rate limits follow
+  // the policy, writes fail fast; every failure is reported.
+  server.stop();
+  failures.clear();
+  t0 = Clock::now();
+  CHECK_FALSE(cache.get("k").has_value());
+  conv.append(id, text("m4"));
+  CHECK(contents(cache.context(store, id, 2)) == "m3,m4");
+  auto open = cache.hit("user:1", RateLimit{1, 60s});
+  CHECK(open.allowed);
+  CHECK(open.degraded);
+  auto refused = strict.hit("user:1", RateLimit{1, 60s});
+  CHECK_FALSE(refused.allowed);
+  CHECK(refused.degraded);
+  CHECK_ERROR_CODE(cache.set("k", "v2"), ErrorCode::unavailable);
+  CHECK_ERROR_CODE(cache.acquire_turn("t", 1s, 1s), ErrorCode::unavailable);
+  CHECK(cache.variant("exp", "user", {"a", "b"}) == strict.variant("exp", "user", {"a", "b"}));
+  CHECK(elapsed_since(t0) < 3s);
+  auto h = cache.health();
+  CHECK_FALSE(h.ok);
+  CHECK_FALSE(h.error.empty());
+  {
+    std::lock_guard lock(mu);
+    CHECK(failures.size() >= 5);
+    CHECK(std::any_of(failures.begin(), failures.end(),
+                      [](const auto& f) { return f.fell_back && f.operation == "context"; }));
+    for (const auto& f : failures) CHECK(f.message.find("password") == std::string::npos);
+  }
+  CHECK(cache.stats().errors >= 5);
+  CHECK(cache.stats().fallbacks >= 3);
+
+  // Back (empty, as a restarted cache server is): used again, no restart.
+  server.start();
+  auto deadline = Clock::now() + 5s;
+  while (!cache.health().ok && Clock::now() < deadline) std::this_thread::sleep_for(50ms);
+  REQUIRE(cache.health().ok);
+  cache.set("k", "v3");
+  CHECK(cache.get("k") == std::optional<std::string>("v3"));
+  auto before = cache.stats();
+  CHECK(contents(cache.context(store, id, 2)) == "m3,m4");  // rebuilt
+  CHECK(contents(cache.context(store, id, 2)) == "m3,m4");  // cached again
+  CHECK(cache.stats().misses == before.misses + 1);
+  CHECK(cache.stats().hits == before.hits + 1);
+  CHECK(cache.hit("user:2", RateLimit{1, 60s}).allowed);
+  CHECK_FALSE(cache.hit("user:2", RateLimit{1, 60s}).allowed);
 }
