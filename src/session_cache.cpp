@@ -102,18 +102,25 @@ std::uint64_t stable_hash(std::string_view a, std::string_view b) {
   return h;
 }
 
-std::string encode_messages(const std::vector<Message>& messages) {
+// A cached context: the messages, and how many the builder asked for (a
+// process with a larger context_size must not take a shorter context for
+// the whole conversation).
+std::string encode_messages(const std::vector<Message>& messages, std::size_t asked) {
   Json a = Json::array();
   for (const auto& m : messages) a.push_back(to_json(m));
-  return a.dump();
+  return Json{{"asked", asked}, {"messages", std::move(a)}}.dump();
 }
 
-std::optional<std::vector<Message>> decode_messages(const std::string& text) {
+// The messages, when the context holds at least `n` of them or the whole
+// conversation.
+std::optional<std::vector<Message>> decode_messages(const std::string& text, std::size_t n) {
   try {
-    Json a = Json::parse(text);
+    Json j = Json::parse(text);
+    const Json& a = j.at("messages");
+    if (j.at("asked").get<std::size_t>() < n && a.size() < n) return std::nullopt;
     std::vector<Message> out;
     out.reserve(a.size());
-    for (const auto& j : a) out.push_back(message_from_json(j));
+    for (const auto& m : a) out.push_back(message_from_json(m));
     return out;
   } catch (const std::exception&) {
     return std::nullopt;  // not ours, or from another version: rebuild it
@@ -222,7 +229,6 @@ class SessionCache::Impl : public std::enable_shared_from_this<Impl> {
     try {
       backend->vbump(context_key(id), options.context_ttl);
     } catch (const Error& e) {
-      if (e.code() != ErrorCode::unavailable) throw;
       {
         std::lock_guard lock(pending_mu_);
         pending_.insert(id);
@@ -230,26 +236,32 @@ class SessionCache::Impl : public std::enable_shared_from_this<Impl> {
       report("invalidate_context", e, true);
     }
   }
-  // Retries the failed invalidations; true when `id` is no longer pending.
+  // Retries the failed invalidations; true when `id` is not pending. An id
+  // stays pending until its retry succeeds, so that no other thread reads
+  // its context meanwhile.
   bool flush_pending(ConversationId id) {
     std::set<ConversationId> todo;
     {
       std::lock_guard lock(pending_mu_);
       if (pending_.empty()) return true;
-      todo.swap(pending_);
+      todo = pending_;
     }
-    std::set<ConversationId> failed;
     for (ConversationId c : todo) {
       try {
         backend->vbump(context_key(c), options.context_ttl);
+        std::lock_guard lock(pending_mu_);
+        pending_.erase(c);
       } catch (const Error&) {
-        failed.insert(c);
+        break;  // still failing: the rest waits for the next call
       }
     }
     std::lock_guard lock(pending_mu_);
-    pending_.insert(failed.begin(), failed.end());
     return pending_.count(id) == 0;
   }
+
+  // Stores attached to this cache (attach() is idempotent).
+  std::mutex attached_mu;
+  std::set<const Store::Impl*> attached;
   std::string context_key(ConversationId id) const { return key("ctx:", std::to_string(id)); }
 
   std::string flag_key(std::string_view channel) const {
@@ -531,8 +543,14 @@ std::vector<Message> SessionCache::context(Store& store, ConversationId id, std:
                 fmt::format("context size {} is outside 1..{} (CacheOptions::context_size)", n,
                             impl_->options.context_size));
   }
+  // Inside a transaction the store shows this thread's uncommitted writes:
+  // never cached (a rollback would leave them in the cache).
+  if (store.impl_->current() != nullptr) return store.conversations().recent(id, n);
   const std::string k = impl_->context_key(id);
   std::optional<detail::Versioned> cached;
+  auto backend_failed = [](const Error& e) {
+    return e.code() == ErrorCode::unavailable || e.code() == ErrorCode::internal;
+  };
   try {
     if (impl_->flush_pending(id)) {
       cached = impl_->backend->vget(k);
@@ -546,11 +564,11 @@ std::vector<Message> SessionCache::context(Store& store, ConversationId id, std:
                     true);
     }
   } catch (const Error& e) {
-    if (e.code() != ErrorCode::unavailable) throw;
+    if (!backend_failed(e)) throw;
     impl_->report("context", e, true);
   }
   if (cached && cached->value) {
-    if (auto messages = decode_messages(*cached->value)) {
+    if (auto messages = decode_messages(*cached->value, n)) {
       impl_->counted(true);
       return last_n(std::move(*messages), n);
     }
@@ -560,15 +578,20 @@ std::vector<Message> SessionCache::context(Store& store, ConversationId id, std:
   auto messages = store.conversations().recent(id, impl_->options.context_size);
   try {
     // Refused when a change committed since vget: the next call rebuilds.
-    impl_->backend->vput(k, cached->version, encode_messages(messages), impl_->options.context_ttl);
+    impl_->backend->vput(k, cached->version, encode_messages(messages, impl_->options.context_size),
+                         impl_->options.context_ttl);
   } catch (const Error& e) {
-    if (e.code() != ErrorCode::unavailable) throw;
+    if (!backend_failed(e)) throw;
     impl_->report("context", e, true);
   }
   return last_n(std::move(messages), n);
 }
 
 void SessionCache::attach(Store& store) {
+  {
+    std::lock_guard lock(impl_->attached_mu);
+    if (!impl_->attached.insert(store.impl_.get()).second) return;
+  }
   std::weak_ptr<Impl> weak = impl_;
   store.impl_->add_message_listener([weak](ConversationId id) {
     if (auto impl = weak.lock()) impl->invalidate(id);

@@ -127,11 +127,6 @@ void Store::Impl::commit(const Op& op, Connection& c) {
                             op.describe()));
   }
   --c.depth;
-  if (c.depth == 0) {
-    auto hooks = std::move(c.after_commit);
-    c.after_commit.clear();
-    for (auto& hook : hooks) hook();
-  }
 }
 
 void Store::Impl::rollback(Connection& c) noexcept {
@@ -167,24 +162,32 @@ void Store::Impl::run_transaction(const std::function<void()>& body) {
     in_savepoint(op, *c, body);
     return;
   }
-  auto lease = begin_on_lease(op, Begin::write);
-  Connection& c = *lease;
-  t_active.push_back({this, &c});
-  try {
-    body();
-  } catch (...) {
+  std::vector<std::function<void()>> after_commit;
+  {
+    auto lease = begin_on_lease(op, Begin::write);
+    Connection& c = *lease;
+    t_active.push_back({this, &c});
+    try {
+      body();
+    } catch (...) {
+      t_active.pop_back();
+      rollback(c);
+      throw;
+    }
     t_active.pop_back();
-    rollback(c);
-    throw;
+    try {
+      commit(op, c);
+    } catch (...) {
+      auto e = translated(op, &c, std::current_exception());
+      rollback(c);
+      std::rethrow_exception(e);
+    }
+    after_commit = std::move(c.after_commit);
+    c.after_commit.clear();
   }
-  t_active.pop_back();
-  try {
-    commit(op, c);
-  } catch (...) {
-    auto e = translated(op, &c, std::current_exception());
-    rollback(c);
-    std::rethrow_exception(e);
-  }
+  // After the connection went back to the pool: a hook may need one (a
+  // database SessionCache invalidating a context).
+  for (auto& hook : after_commit) hook();
 }
 
 namespace {

@@ -546,3 +546,53 @@ TEST_CASE_TEMPLATE("cache: processes take turns in arrival order; a killed holde
   f.cache().release_turn(*lease);
   std::remove(out.c_str());
 }
+
+TEST_CASE_TEMPLATE("cache: a context read inside a rolled-back transaction is not cached", B,
+                   CONVSTORE_CACHES) {
+  CONVSTORE_TEST_CACHE(f);
+  auto& c = f.cache();
+  auto& conv = f.store().conversations();
+  c.attach(f.store());
+  c.attach(f.store());  // a no-op
+  auto id = conv.start({}).id;
+  conv.append(id, text("m1"));
+  try {
+    f.store().transaction([&] {
+      conv.append(id, text("phantom"));
+      CHECK(contents(c.context(f.store(), id, 5)) == "m1,phantom");  // its own write
+      throw std::runtime_error("the model call failed");
+    });
+  } catch (const std::runtime_error&) {
+  }
+  CHECK(contents(c.context(f.store(), id, 5)) == "m1");
+  CHECK(contents(c.context(f.store(), id, 5)) == "m1");
+  // Turn names never collide with another turn's bookkeeping.
+  auto a = c.acquire_turn("job", milliseconds(5000), milliseconds(0));
+  auto b = c.acquire_turn("job:seq", milliseconds(5000), milliseconds(0));
+  auto q = c.acquire_turn("job:q", milliseconds(5000), milliseconds(0));
+  CHECK(a.has_value());
+  CHECK(b.has_value());
+  CHECK(q.has_value());
+}
+
+TEST_CASE_TEMPLATE("cache: a database cache attached to its own one-connection store", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  convstore::Options o;
+  o.pool_size = 1;
+  o.acquire_timeout = milliseconds(3000);
+  auto store = db.open(o);
+  auto cache = convstore::SessionCache::database(store);
+  cache.attach(store);
+  auto& conv = store.conversations();
+  auto id = conv.start({}).id;
+  conv.append(id, text("m1"));
+  CHECK(contents(cache.context(store, id, 5)) == "m1");
+  // The invalidation after COMMIT needs the one connection: it runs once the
+  // transaction has given it back, instead of waiting acquire_timeout.
+  auto t0 = std::chrono::steady_clock::now();
+  store.transaction([&] { conv.append(id, text("m2")); });
+  CHECK(std::chrono::steady_clock::now() - t0 < milliseconds(2000));
+  CHECK(cache.stats().errors == 0);
+  CHECK(contents(cache.context(store, id, 5)) == "m1,m2");
+}

@@ -602,7 +602,12 @@ return 1
 
 // KEYS: the versioned hash. ARGV: ttl ms.
 constexpr Script versioned_bump{"vbump", R"lua(
-redis.call('HINCRBY', KEYS[1], 'v', 1)
+-- Versions grow from the clock too, so that a key that was evicted or
+-- expired does not start again at a version a slow reader still holds.
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+redis.call('HSET', KEYS[1], 'v', string.format('%d', math.max(v + 1, now_us)))
 redis.call('HDEL', KEYS[1], 'd')
 if tonumber(ARGV[1]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -960,10 +965,13 @@ class RedisBackend final : public CacheBackend {
   struct LeaseKeys {
     explicit LeaseKeys(const std::string& name)
         : lease(name),
-          seq(name + ":seq"),
-          queue(name + ":q"),
-          alive(name + ":alive"),
-          fence(name + ":fence") {}
+          seq(name + kAux + "seq"),
+          queue(name + kAux + "q"),
+          alive(name + kAux + "alive"),
+          fence(name + kAux + "fence") {}
+    // A separator no turn name contains (names have no control characters),
+    // so that no lease key is another lease's helper key.
+    static constexpr const char* kAux = "\x1f";
     std::vector<std::string_view> all() const { return {lease, seq, queue, alive, fence}; }
     const std::string& lease;
     std::string seq, queue, alive, fence;

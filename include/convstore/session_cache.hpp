@@ -127,8 +127,9 @@ struct CacheOptions {
   // Rate limiting when the backend fails: true lets requests through
   // (availability first), false refuses them.
   bool rate_limit_fail_open = true;
-  // Called, from the calling thread, for every backend failure. Must not
-  // throw and should return quickly.
+  // Called for every backend failure, from the calling thread (or, for a
+  // failed sweep, from the cache's sweeper thread). Must not throw and
+  // should return quickly.
   std::function<void(const CacheFailure&)> on_failure;
 };
 
@@ -142,6 +143,8 @@ struct CacheOptions {
 //   in_memory()  this process only; thread-safe; TTLs; an LRU memory bound
 //   redis(url)   a Redis server shared by several processes (hiredis)
 //   database(s)  the SQL store's own tables: several processes, no Redis
+//                (TTLs, rate windows and lease expiry use the clocks of the
+//                processes: keep them synchronized, as NTP does)
 //
 // Errors: bad input throws Error(invalid_argument). A backend failure
 // (Redis down or slow) is reported to CacheOptions::on_failure; calls that
@@ -221,13 +224,19 @@ class CONVSTORE_EXPORT SessionCache {
   // ---- conversation contexts ----
   // The last `n` messages of conversation `id`, oldest first (n at most
   // CacheOptions::context_size). Served from the cache; on a miss read from
-  // `store` and cached. When the backend fails, read from `store`.
+  // `store` and cached. When the backend fails, read from `store`. Inside a
+  // Store::transaction it is read from `store` and not cached (the
+  // transaction's own writes may still roll back).
   std::vector<Message> context(Store& store, ConversationId id, std::size_t n);
   // Keeps contexts right when messages change through `store` (append,
   // edit, delete, conversation removal): the cached context is dropped after
   // the change commits, and a context built concurrently from older data is
   // not cached. Changes made by other processes through their own attached
-  // Store drop the shared (Redis / database) entry the same way.
+  // Store drop the shared (Redis / database) entry the same way. A drop that
+  // cannot reach the backend is retried by this object before its next
+  // context(); until then this object reads that context from the store
+  // (another process may be served the old entry until the retry lands or
+  // context_ttl passes). Attaching the same store twice is a no-op.
   void attach(Store& store);
   void invalidate_context(ConversationId id);
 

@@ -117,10 +117,13 @@ const Sql kInsertVersioned{
     "VALUES (:k, 'versioned', :v, :h, 0, :e) ON CONFLICT (key) DO NOTHING"};
 const Sql kUpdateVersioned{
     "UPDATE cache_entries SET value = :v, hex = :h, expires_at = :e WHERE key = :k"};
+// Versions grow from the clock too (:v is now in µs), so that a swept key
+// does not start again at a version a slow reader still holds.
 const Sql kBump{
     "INSERT INTO cache_entries (key, kind, value, hex, version, expires_at) "
-    "VALUES (:k, 'versioned', NULL, 0, 1, :e) ON CONFLICT (key) DO UPDATE SET "
-    "kind = 'versioned', version = cache_entries.version + 1, value = NULL, "
+    "VALUES (:k, 'versioned', NULL, 0, :v, :e) ON CONFLICT (key) DO UPDATE SET "
+    "kind = 'versioned', version = CASE WHEN cache_entries.version + 1 > excluded.version "
+    "THEN cache_entries.version + 1 ELSE excluded.version END, value = NULL, "
     "expires_at = excluded.expires_at"};
 // Rate state and leases: the row is created first, then locked.
 const Sql kEnsure{
@@ -143,12 +146,14 @@ const Sql kRenew{
     "UPDATE cache_entries SET expires_at = :e WHERE key = :k AND kind = 'lease' AND version = :f "
     "AND holder IS NOT NULL AND expires_at > :now"};
 const Sql kRelease{
-    "UPDATE cache_entries SET holder = NULL, expires_at = :now WHERE key = :k AND kind = 'lease' "
+    "UPDATE cache_entries SET holder = NULL WHERE key = :k AND kind = 'lease' "
     "AND version = :f AND holder IS NOT NULL"};
 const Sql kSweepFields{
     "DELETE FROM cache_fields WHERE key IN (SELECT key FROM cache_entries WHERE expires_at <= "
-    ":now)"};
-const Sql kSweepEntries{"DELETE FROM cache_entries WHERE expires_at <= :now"};
+    ":now AND kind <> 'lease')"};
+// Lease rows stay: they hold the last fence, which must keep growing even
+// when the processes' clocks differ.
+const Sql kSweepEntries{"DELETE FROM cache_entries WHERE expires_at <= :now AND kind <> 'lease'"};
 const Sql kSweepWaiters{"DELETE FROM cache_waiters WHERE alive_until <= :now"};
 const Sql kPing{"SELECT 1"};
 
@@ -415,8 +420,9 @@ class DatabaseBackend final : public CacheBackend {
   }
 
   void vbump(const std::string& key, Ms ttl) override {
-    store_.single(Op{"cache vbump"},
-                  [&](Connection& c) { Stmt(c, kBump).in(key).in(expiry(now(), ttl)).one(); });
+    store_.single(Op{"cache vbump"}, [&](Connection& c) {
+      Stmt(c, kBump).in(key).in(static_cast<long long>(wall_us())).in(expiry(now(), ttl)).one();
+    });
   }
 
   RateDecision rate(const std::string& key, const RateLimit& limit, std::int64_t cost) override {
@@ -457,8 +463,7 @@ class DatabaseBackend final : public CacheBackend {
     Timestamp until = t + std::chrono::duration_cast<std::chrono::microseconds>(alive_for);
     const auto tk = static_cast<long long>(ticket);
     return store_.write(Op{"cache lease"}, [&](Connection& c) -> std::optional<TurnLease> {
-      // A free lease row expires now, so that the sweep collects it.
-      auto row = lock_state(c, name, "lease", t);
+      auto row = lock_state(c, name, "lease", std::nullopt);
       Stmt keep(c, kKeepTicket);
       keep.in(until).in(tk).one();
       if (keep.affected() == 0) Stmt(c, kRequeue).in(tk).in(name).in(until).one();
@@ -502,7 +507,7 @@ class DatabaseBackend final : public CacheBackend {
 
   void lease_release(const std::string& name, std::int64_t fence) override {
     store_.single(Op{"cache lease release"}, [&](Connection& c) {
-      Stmt(c, kRelease).in(now()).in(name).in(static_cast<long long>(fence)).one();
+      Stmt(c, kRelease).in(name).in(static_cast<long long>(fence)).one();
     });
   }
 

@@ -325,7 +325,9 @@ class MemoryBackend final : public CacheBackend {
     auto now = Clock::now();
     std::lock_guard lock(s.mu);
     Entry& e = s.upsert(key, Kind::versioned, now);
-    ++e.version;
+    // From the clock too: an evicted key must not start again at a version
+    // a slow reader still holds.
+    e.version = std::max(e.version + 1, wall_us());
     e.value.clear();
     e.value.shrink_to_fit();
     e.has_value = false;

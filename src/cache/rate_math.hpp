@@ -46,7 +46,13 @@ inline RateDecision apply_rate(RateState& s, const RateLimit& l, std::int64_t co
   const double c = static_cast<double>(cost);
   RateDecision d;
   if (l.algorithm == RateAlgorithm::sliding_window) {
-    const std::int64_t ws = now_ms - now_ms % l.window.count();
+    std::int64_t ws = now_ms - now_ms % l.window.count();
+    // A process whose clock is a little behind the one that wrote the state
+    // counts in the newer window instead of resetting it.
+    if (!s.fresh && s.at > ws) {
+      ws = s.at;
+      now_ms = std::max(now_ms, ws);
+    }
     if (s.fresh || s.at != ws) {
       s.b = (!s.fresh && s.at == ws - l.window.count()) ? s.a : 0;
       s.a = 0;
