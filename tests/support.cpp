@@ -156,6 +156,18 @@ convstore::SessionCache CacheFixture::open(convstore::CacheOptions options) {
   return convstore::SessionCache::database(*store_, options);
 }
 
+std::string contents(const std::vector<convstore::Message>& messages) {
+  std::string out;
+  for (const auto& m : messages) out += (out.empty() ? "" : ",") + m.content;
+  return out;
+}
+
+convstore::NewMessage text(std::string content) {
+  convstore::NewMessage m;
+  m.content = std::move(content);
+  return m;
+}
+
 convstore::SessionCache& CacheFixture::peer() {
   if (kind_ == "memory") return *cache_;
   if (!peer_) peer_.emplace(open());

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace testing {
 
@@ -56,6 +57,11 @@ int run_helper(const std::string& args);
 // Starts it in the background; returns its pid.
 int spawn_helper(const std::string& args);
 int wait_helper(int pid);
+
+// The contents of messages, joined with commas ("m1,m2").
+std::string contents(const std::vector<convstore::Message>& messages);
+// A user message with this text.
+convstore::NewMessage text(std::string content);
 
 // SessionCache backends for TEST_CASE_TEMPLATE(..., B, CONVSTORE_CACHES).
 struct MemoryCache {

@@ -33,6 +33,8 @@ using convstore::RateLimit;
 using convstore::detail::CacheBackend;
 using convstore::detail::make_redis_backend;
 using convstore::detail::Ms;
+using testing::contents;
+using testing::text;
 using namespace std::chrono_literals;
 
 namespace {
@@ -814,19 +816,6 @@ TEST_CASE("redis: an unreachable server fails within the timeouts") {
     CHECK(elapsed_since(start) < 50ms);
   }
 }
-
-namespace {
-std::string contents(const std::vector<convstore::Message>& v) {
-  std::string out;
-  for (const auto& m : v) out += (out.empty() ? "" : ",") + m.content;
-  return out;
-}
-convstore::NewMessage text(std::string content) {
-  convstore::NewMessage m;
-  m.content = std::move(content);
-  return m;
-}
-}  // namespace
 
 // Seed 002: "continue with degraded performance if Redis fails" — through
 // the public SessionCache, with the server paused, stopped and restarted in

@@ -25,6 +25,8 @@ using convstore::Json;
 using convstore::RateAlgorithm;
 using convstore::RateLimit;
 using std::chrono::milliseconds;
+using testing::contents;
+using testing::text;
 
 namespace {
 
@@ -32,18 +34,6 @@ std::string joined(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
   return out;
-}
-
-std::string contents(const std::vector<convstore::Message>& v) {
-  std::string out;
-  for (const auto& m : v) out += (out.empty() ? "" : ",") + m.content;
-  return out;
-}
-
-convstore::NewMessage text(std::string content) {
-  convstore::NewMessage m;
-  m.content = std::move(content);
-  return m;
 }
 
 }  // namespace
