@@ -16,6 +16,9 @@
 //       "<pid> start" with its fence, append "<pid> line" to the file OUT,
 //       hold the turn HOLD_MS, append "<pid> end", release; exit 3 when the
 //       fence is refused)
+//   convstore_test_helper hit URL KIND CACHE_URL PREFIX KEY COUNT OUT
+//       (COUNT hits on KEY, limit 50 per 10 minutes; appends how many were
+//       allowed to the file OUT)
 #include <unistd.h>
 
 #include <chrono>
@@ -73,6 +76,18 @@ int main(int argc, char** argv) {
       } catch (const convstore::CalendarConflict&) {
         return 3;
       }
+    }
+    if (job == "hit" && argc == 9) {
+      convstore::CacheOptions o;
+      o.key_prefix = argv[5];
+      std::string kind = argv[3];
+      auto cache = kind == "redis" ? convstore::SessionCache::redis(argv[4], o)
+                                   : convstore::SessionCache::database(store, o);
+      convstore::RateLimit limit{50, std::chrono::minutes(10)};
+      int allowed = 0;
+      for (int i = 0; i < std::stoi(argv[7]); ++i) allowed += cache.hit(argv[6], limit).allowed;
+      std::ofstream(argv[8], std::ios::app) << allowed << std::endl;
+      return 0;
     }
     if (job == "turn" && argc == 9) {
       convstore::CacheOptions o;

@@ -586,3 +586,22 @@ TEST_CASE_TEMPLATE("cache: a database cache attached to its own one-connection s
   CHECK(cache.stats().errors == 0);
   CHECK(contents(cache.context(store, id, 5)) == "m1,m2");
 }
+
+TEST_CASE_TEMPLATE("cache: rate limits are atomic across processes", B, testing::SqliteCache,
+                   testing::PostgresqlCache, testing::RedisCache) {
+  CONVSTORE_TEST_CACHE(f);
+  std::string out = "/tmp/convstore_hits_" + std::to_string(getpid()) + "_" + B::name;
+  std::remove(out.c_str());
+  std::vector<int> pids;
+  for (int i = 0; i < 3; ++i) {
+    pids.push_back(testing::spawn_helper(
+        fmt::format("hit '{}' {} user:1 40 {}", f.db().url(), f.helper_args(), out)));
+  }
+  for (int pid : pids) CHECK(testing::wait_helper(pid) == 0);
+  int total = 0;
+  for (const auto& line : lines_of(out)) total += std::stoi(line);
+  CHECK(lines_of(out).size() == 3);
+  CHECK(total == 50);  // 120 requests, limit 50
+  CHECK_FALSE(f.cache().hit("user:1", RateLimit{50, std::chrono::minutes(10)}).allowed);
+  std::remove(out.c_str());
+}
