@@ -8,6 +8,7 @@ set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/options.hpp
   include/convstore/store.hpp
   include/convstore/types.hpp
+  include/convstore/web_session_store.hpp
 )
 set(CONVSTORE_SOURCES
   src/agent_state_store.cpp
@@ -19,6 +20,7 @@ set(CONVSTORE_SOURCES
   src/store.cpp
   src/store_helpers.cpp
   src/types.cpp
+  src/web_session_store.cpp
   src/db/connection.cpp
   src/db/dialect.cpp
   src/db/schema.cpp

@@ -12,3 +12,4 @@
 #include "convstore/store.hpp"
 #include "convstore/types.hpp"
 #include "convstore/version.hpp"
+#include "convstore/web_session_store.hpp"
