@@ -209,6 +209,22 @@ std::optional<WebSession> fetch_session(Stmt& st, Timestamp at) {
   return decoded(r, at);
 }
 
+// Serializes, per user, the writes that rotate or revoke sessions (refresh,
+// revoke, revoke_all): each takes this lock first, so its later statements
+// see every session an earlier holder inserted. Row locks cannot do that on
+// PostgreSQL (READ COMMITTED): a revoking UPDATE that waits for a concurrent
+// refresh's lock on the old row does not see the row that refresh inserts,
+// and the client refreshes on from it. A transaction-scoped advisory lock
+// in a key space of its own (0x77656273, "webs"; user ids fold into 31
+// bits, where a collision only makes two users wait for each other). SQLite
+// runs one writer at a time: nothing to do.
+void lock_user(Connection& c, UserId user) {
+  static const Sql q{"SELECT 1",
+                     "SELECT pg_advisory_xact_lock(2003133043, (:u::bigint % 2147483647)::int)"};
+  if (c.backend() != detail::Backend::postgresql) return;
+  Stmt(c, q).in(user).one();
+}
+
 const Sql kGet{"SELECT " CS_WS_COLS " FROM web_sessions WHERE id = :id"};
 const Sql kLock{"SELECT " CS_WS_COLS " FROM web_sessions WHERE id = :id",
                 "SELECT " CS_WS_COLS " FROM web_sessions WHERE id = :id FOR UPDATE"};
@@ -349,8 +365,12 @@ IssuedSession WebSessionStore::refresh(std::string_view refresh_token, const Ref
     static const Sql revoke_family{
         "UPDATE web_sessions SET revoked_at = :t1, revoke_reason = 'reuse', updated_at = :t2 "
         "WHERE family_id = :f AND revoked_at IS NULL"};
-    const Timestamp t = now();
+    static const Sql owner{"SELECT user_id FROM web_sessions WHERE refresh_hash = :h"};
     Result out;
+    UserId user = 0;
+    if (!Stmt(c, owner).in(hash).out(user).one()) return out;
+    lock_user(c, user);
+    const Timestamp t = now();
     Stmt st(c, claim);
     st.in(t).in(t).in(hash).in(t);
     if (auto old = fetch_session(st, t)) {
@@ -502,14 +522,18 @@ WebSession WebSessionStore::update_metadata(WebSessionId id, const Json& patch) 
 }
 
 bool WebSessionStore::revoke(WebSessionId id) {
+  static const Sql family{"SELECT user_id, family_id FROM web_sessions WHERE id = :id"};
   static const Sql q{
       "UPDATE web_sessions SET revoked_at = :t1, revoke_reason = 'revoked', updated_at = :t2 "
-      "WHERE family_id = (SELECT family_id FROM web_sessions WHERE id = :id) AND "
-      "revoked_at IS NULL"};
-  return impl_->single(Op{"revoke web session", "web session", id}, [&](Connection& c) {
+      "WHERE family_id = :f AND revoked_at IS NULL"};
+  return impl_->write(Op{"revoke web session", "web session", id}, [&](Connection& c) {
+    UserId user = 0;
+    WebSessionId f = 0;
+    if (!Stmt(c, family).in(id).out(user).out(f).one()) return false;
+    lock_user(c, user);
     const Timestamp t = now();
     Stmt st(c, q);
-    st.in(t).in(t).in(id).one();
+    st.in(t).in(t).in(f).one();
     return st.affected() > 0;
   });
 }
@@ -518,7 +542,8 @@ std::int64_t WebSessionStore::revoke_all(UserId user) {
   static const Sql q{
       "UPDATE web_sessions SET revoked_at = :t1, revoke_reason = 'revoked', updated_at = :t2 "
       "WHERE user_id = :u AND revoked_at IS NULL"};
-  return impl_->single(Op{"revoke web sessions", "user", user}, [&](Connection& c) {
+  return impl_->write(Op{"revoke web sessions", "user", user}, [&](Connection& c) {
+    lock_user(c, user);
     const Timestamp t = now();
     Stmt st(c, q);
     st.in(t).in(t).in(user).one();

@@ -527,3 +527,46 @@ TEST_CASE_TEMPLATE("web sessions: deleting a user deletes the sessions", B, CONV
   CHECK(ws.list(alice).empty());
   CHECK(ws.validate(b.access_token).has_value());
 }
+
+TEST_CASE_TEMPLATE("web sessions: a refresh racing a revocation never survives it", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& ws = store.web_sessions();
+  UserId user = new_user(store);
+  for (int round = 0; round < 20; ++round) {
+    CAPTURE(round);
+    IssuedSession s = ws.issue(user);
+    std::atomic<bool> revoked{false};
+    std::atomic<int> refreshed{0};
+    std::atomic<int> survived{0};
+    // A client refreshing (paced, so that SQLite's unfair busy handler lets
+    // the other writer in) until it is refused.
+    std::thread client([&] {
+      std::string token = s.refresh_token;
+      for (int i = 0; i < 3000; ++i) {
+        const bool after = revoked;
+        try {
+          token = ws.refresh(token).refresh_token;
+          ++refreshed;
+          if (after) ++survived;  // refreshed after the revocation returned
+        } catch (const Error&) {
+          if (revoked) return;
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    });
+    while (refreshed == 0) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(round % 5));
+    if (round % 2 == 0) {
+      ws.revoke_all(user);  // sign out everywhere
+    } else {
+      // A replay of the first token revokes the family.
+      CHECK_ERROR_CODE(ws.refresh(s.refresh_token), ErrorCode::conflict);
+    }
+    revoked = true;
+    client.join();
+    CHECK(survived == 0);
+    CHECK(ws.list(user).empty());
+  }
+}
