@@ -154,6 +154,9 @@ class CONVSTORE_EXPORT WebSessionStore {
   // expired: sign in again. Throws Error(conflict) when the token was
   // already rotated: after RefreshOptions::reuse_grace the family is
   // revoked first (reason reuse). Error(invalid_argument) for a bad TTL.
+  // Inside Store::transaction that revocation belongs to the transaction: a
+  // body that lets the conflict escape rolls it back, so call refresh
+  // outside one (it is atomic on its own).
   IssuedSession refresh(std::string_view refresh_token, const RefreshOptions& options = {});
 
   // The session, revoked or expired ones included, or std::nullopt.
