@@ -9,6 +9,7 @@ set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/session_cache.hpp
   include/convstore/store.hpp
   include/convstore/types.hpp
+  include/convstore/web_session_store.hpp
 )
 set(CONVSTORE_SOURCES
   src/agent_state_store.cpp
@@ -23,6 +24,7 @@ set(CONVSTORE_SOURCES
   src/store.cpp
   src/store_helpers.cpp
   src/types.cpp
+  src/web_session_store.cpp
   src/db/connection.cpp
   src/db/dialect.cpp
   src/db/schema.cpp

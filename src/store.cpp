@@ -283,6 +283,7 @@ Store Store::open(std::string_view url, const Options& options) {
 ConversationStore& Store::conversations() { return impl_->conversations; }
 AgentStateStore& Store::agents() { return impl_->agents; }
 CalendarStore& Store::calendar() { return impl_->calendar; }
+WebSessionStore& Store::web_sessions() { return impl_->web_sessions; }
 
 std::string Store::backend() const { return std::string(impl_->dialect.name()); }
 

@@ -19,6 +19,7 @@
 #include "convstore/calendar_store.hpp"
 #include "convstore/conversation_store.hpp"
 #include "convstore/store.hpp"
+#include "convstore/web_session_store.hpp"
 #include "db/connection.hpp"
 #include "db/dialect.hpp"
 #include "db/statement.hpp"
@@ -49,6 +50,7 @@ class Store::Impl {
   ConversationStore conversations{this};
   AgentStateStore agents{this};
   CalendarStore calendar{this};
+  WebSessionStore web_sessions{this};
   detail::AgentCache agent_cache;
   int schema_version = 0;
 

@@ -13,3 +13,4 @@
 #include "convstore/store.hpp"
 #include "convstore/types.hpp"
 #include "convstore/version.hpp"
+#include "convstore/web_session_store.hpp"

@@ -21,6 +21,7 @@ namespace convstore {
 class AgentStateStore;
 class CalendarStore;
 class ConversationStore;
+class WebSessionStore;
 
 // What Store::health() found.
 struct Health {
@@ -77,6 +78,8 @@ class CONVSTORE_EXPORT Store {
   AgentStateStore& agents();
   // Calendar events, ranges, conflicts and free time.
   CalendarStore& calendar();
+  // Web sessions: access and refresh tokens, rotation, revocation.
+  WebSessionStore& web_sessions();
 
   // "sqlite" or "postgresql".
   std::string backend() const;

@@ -234,6 +234,39 @@ const char* const kMigration5[] = {
     "ALTER TABLE conversations ADD COLUMN fence {big} NOT NULL DEFAULT 0",
 };
 
+// Migration 6: web sessions (seed 003). Tokens are stored only as the hex
+// SHA-256 of their text, each in a unique index (a token is found by its
+// hash). A refresh replaces a session by a new row of the same family
+// (family_id: the id of the family's first session; rotated_from: the row it
+// replaced), and revokes the old row with reason 'rotated', so that a
+// replayed refresh token is recognized and its family revoked.
+const char* const kMigration6[] = {
+    R"(CREATE TABLE web_sessions (
+  id {pk},
+  user_id {big} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  family_id {big} NOT NULL,
+  rotated_from {big} REFERENCES web_sessions (id) ON DELETE SET NULL,
+  access_hash TEXT NOT NULL UNIQUE,
+  refresh_hash TEXT NOT NULL UNIQUE,
+  access_expires_at {ts} NOT NULL,
+  refresh_expires_at {ts} NOT NULL,
+  status TEXT NOT NULL DEFAULT 'pending'
+    CHECK (status IN ('pending', 'authenticated', 'error', 'expired')),
+  metadata {json} NOT NULL DEFAULT '{{}}',
+  device_info {json} NOT NULL DEFAULT '{{}}',
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL,
+  last_used_at {ts},
+  revoked_at {ts},
+  revoke_reason TEXT CHECK (revoke_reason IN ('rotated', 'revoked', 'reuse')),
+  CHECK ((revoked_at IS NULL) = (revoke_reason IS NULL))
+))",
+    "CREATE INDEX web_sessions_user ON web_sessions (user_id, created_at, id)",
+    "CREATE INDEX web_sessions_family ON web_sessions (family_id)",
+    "CREATE INDEX web_sessions_refresh_expiry ON web_sessions (refresh_expires_at)",
+    "CREATE INDEX web_sessions_revoked ON web_sessions (revoked_at) WHERE revoked_at IS NOT NULL",
+};
+
 // Title and description search, the same words found on both: the library
 // normalizes the words into search_words (one tokenizer for documents and
 // queries), which an FTS5 index kept by triggers and a generated tsvector
@@ -268,12 +301,13 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
-  std::vector<std::vector<std::string>> out(5);
+  std::vector<std::vector<std::string>> out(6);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
   for (const char* sql : kMigration3) out[2].push_back(expand(sql));
   for (const char* sql : kMigration4) out[3].push_back(expand(sql));
   for (const char* sql : kMigration5) out[4].push_back(expand(sql));
+  for (const char* sql : kMigration6) out[5].push_back(expand(sql));
   if (t.postgresql) {
     for (const char* sql : kSearchPostgresql) out[2].push_back(sql);
   } else {
@@ -288,7 +322,8 @@ const std::vector<std::string>& migration_descriptions() {
       "agent registry, agent state and its history",
       "calendar events, their search index, and the longest event of each owner",
       "recurring events: rules, exceptions and changed occurrences",
-      "session cache tables, and the turn fence of conversations"};
+      "session cache tables, and the turn fence of conversations",
+      "web sessions: access and refresh token hashes, expiry, status, rotation families"};
   return d;
 }
 

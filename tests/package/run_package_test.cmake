@@ -115,6 +115,7 @@ if(NOT version MATCHES "^[0-9]+\\.[0-9]+\\.[0-9]+$")
 endif()
 foreach(file IN ITEMS lib/cmake/convstore/convstoreConfig.cmake
                       lib/cmake/convstore/FindSOCI.cmake lib/cmake/convstore/Findhiredis.cmake
+                      lib/cmake/convstore/Findsodium.cmake
                       lib/pkgconfig/convstore.pc include/convstore/convstore.hpp
                       include/convstore/version.hpp include/convstore/config.hpp
                       include/convstore/export.hpp)
