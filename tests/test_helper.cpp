@@ -77,12 +77,15 @@ int main(int argc, char** argv) {
         return 3;
       }
     }
-    if (job == "hit" && argc == 9) {
+    // KIND CACHE_URL PREFIX, as CacheFixture::helper_args() gives them.
+    auto open_cache = [&] {
       convstore::CacheOptions o;
       o.key_prefix = argv[5];
-      std::string kind = argv[3];
-      auto cache = kind == "redis" ? convstore::SessionCache::redis(argv[4], o)
-                                   : convstore::SessionCache::database(store, o);
+      return std::string(argv[3]) == "redis" ? convstore::SessionCache::redis(argv[4], o)
+                                             : convstore::SessionCache::database(store, o);
+    };
+    if (job == "hit" && argc == 9) {
+      auto cache = open_cache();
       convstore::RateLimit limit{50, std::chrono::minutes(10)};
       int allowed = 0;
       for (int i = 0; i < std::stoi(argv[7]); ++i) allowed += cache.hit(argv[6], limit).allowed;
@@ -90,11 +93,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (job == "turn" && argc == 9) {
-      convstore::CacheOptions o;
-      o.key_prefix = argv[5];
-      std::string kind = argv[3];
-      auto cache = kind == "redis" ? convstore::SessionCache::redis(argv[4], o)
-                                   : convstore::SessionCache::database(store, o);
+      auto cache = open_cache();
       convstore::ConversationId id = std::stoll(argv[6]);
       auto lease = cache.acquire_turn(id, std::chrono::milliseconds(500), std::chrono::seconds(60));
       if (!lease) return 4;
