@@ -8,6 +8,7 @@
 // and leases atomic across processes.
 
 #include <fmt/format.h>
+#include <sodium.h>
 
 #include <cstdlib>
 #include <map>
@@ -34,25 +35,23 @@ Stored store_value(std::string_view v) {
     check_text(v, "cache value");
     return {std::string(v), false};
   } catch (const Error&) {
-    static const char digits[] = "0123456789abcdef";
-    Stored s{std::string(), true};
-    s.text.reserve(v.size() * 2);
-    for (unsigned char ch : v) {
-      s.text.push_back(digits[ch >> 4]);
-      s.text.push_back(digits[ch & 15]);
-    }
-    return s;
+    std::string hex(v.size() * 2 + 1, '\0');
+    sodium_bin2hex(hex.data(), hex.size(), reinterpret_cast<const unsigned char*>(v.data()),
+                   v.size());
+    hex.pop_back();
+    return {std::move(hex), true};
   }
 }
 
 std::string load_value(const std::string& text, long long hex) {
   if (hex == 0) return text;
-  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-  std::string out;
-  out.reserve(text.size() / 2);
-  for (std::size_t i = 0; i + 1 < text.size(); i += 2) {
-    out.push_back(static_cast<char>(nibble(text[i]) << 4 | nibble(text[i + 1])));
+  std::string out(text.size() / 2, '\0');
+  std::size_t n = 0;
+  if (sodium_hex2bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
+                     text.size(), nullptr, &n, nullptr) != 0) {
+    throw Error(ErrorCode::internal, "a cache value stored as hex is not hex");
   }
+  out.resize(n);
   return out;
 }
 
@@ -220,8 +219,7 @@ class DatabaseBackend final : public CacheBackend {
   void set(const std::string& key, std::string_view value, Ms ttl) override {
     Stored v = store_value(value);
     Timestamp t = now();
-    store_.write(Op{"cache set"}, [&](Connection& c) {
-      Stmt(c, kRemoveFields).in(key).one();
+    store_.single(Op{"cache set"}, [&](Connection& c) {
       Stmt(c, kUpsert).in(key).in("value").in(v.text).in(v.hex).in(expiry(t, ttl)).one();
     });
   }
@@ -283,7 +281,6 @@ class DatabaseBackend final : public CacheBackend {
     store_.write(Op{"cache set_many"}, [&](Connection& c) {
       for (const auto& [k, value] : items) {
         Stored v = store_value(value);
-        Stmt(c, kRemoveFields).in(k).one();
         Stmt(c, kUpsert).in(k).in("value").in(v.text).in(v.hex).in(expiry(t, ttl)).one();
       }
     });
