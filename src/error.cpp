@@ -24,6 +24,8 @@ std::string_view to_string(ErrorCode code) noexcept {
       return "failed_precondition";
     case ErrorCode::not_supported:
       return "not_supported";
+    case ErrorCode::data_loss:
+      return "data_loss";
     case ErrorCode::internal:
       return "internal";
   }

@@ -7,12 +7,14 @@
 #include <algorithm>
 #include <array>
 
+#include "crypto.hpp"
 #include "store_helpers.hpp"
 #include "store_impl.hpp"
 
 namespace convstore {
 
 using detail::Connection;
+using detail::ensure_sodium;
 using detail::json_text;
 using detail::Sql;
 using detail::Stmt;
@@ -90,12 +92,6 @@ constexpr std::size_t kTokenBytes = 32;
 constexpr std::size_t kTokenChars =
     sodium_base64_ENCODED_LEN(kTokenBytes, sodium_base64_VARIANT_URLSAFE_NO_PADDING) - 1;
 static_assert(kTokenChars == 43);
-
-void ensure_sodium() {
-  // sodium_init is thread-safe and idempotent; the static runs it once.
-  static const int status = sodium_init();
-  if (status < 0) throw Error(ErrorCode::internal, "libsodium could not be initialized");
-}
 
 std::string new_token() {
   std::array<unsigned char, kTokenBytes> bytes{};

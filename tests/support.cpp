@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <sstream>
 #include <vector>
@@ -124,6 +126,41 @@ std::string raw_exec(const TestDb& db, const std::string& sql) {
     FAIL("'" << sql << "' failed: " << msg);
   }
   return out;
+}
+
+namespace {
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+}  // namespace
+
+bool stored_anywhere(const TestDb& db, const std::string& table, const std::string& text) {
+  if (db.backend() == "sqlite") {
+    const std::string path = db.url().substr(7);
+    return (file_bytes(path) + file_bytes(path + "-wal")).find(text) != std::string::npos;
+  }
+  return raw_exec(db, "SELECT COUNT(*) FROM " + table + " w WHERE strpos(w::text, '" + text +
+                          "') > 0") != "0";
+}
+
+void delete_user_by_sql(const TestDb& db, convstore::UserId id) {
+  const std::string sql = "DELETE FROM users WHERE id = " + std::to_string(id);
+  if (db.backend() != "sqlite") {
+    raw_exec(db, sql);
+    return;
+  }
+  // SQLite needs foreign keys switched on for the connection.
+  sqlite3* h = nullptr;
+  REQUIRE(sqlite3_open(db.url().substr(7).c_str(), &h) == SQLITE_OK);
+  sqlite3_busy_timeout(h, 10000);
+  const std::string both = "PRAGMA foreign_keys = ON; " + sql;
+  char* err = nullptr;
+  int rc = sqlite3_exec(h, both.c_str(), nullptr, nullptr, &err);
+  std::string msg = err != nullptr ? err : "";
+  sqlite3_free(err);
+  sqlite3_close(h);
+  REQUIRE_MESSAGE(rc == SQLITE_OK, msg);
 }
 
 CacheFixture::CacheFixture(const char* kind, convstore::CacheOptions options) : kind_(kind) {

@@ -51,6 +51,15 @@ class TestDb {
 // of the first row, or "" when there is none. Fails the test on an error.
 std::string raw_exec(const TestDb& db, const std::string& sql);
 
+// True when `text` appears anywhere in what the database stores: in the
+// database files for SQLite (the WAL included), in any column of `table` for
+// PostgreSQL.
+bool stored_anywhere(const TestDb& db, const std::string& table, const std::string& text);
+
+// Deletes a user the way an SQL tool would (convstore itself never deletes
+// users): the rows that reference it go by ON DELETE CASCADE.
+void delete_user_by_sql(const TestDb& db, convstore::UserId id);
+
 // Runs a program from the build directory (tests/helpers) with arguments and
 // returns its exit status.
 int run_helper(const std::string& args);

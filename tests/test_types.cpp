@@ -38,4 +38,6 @@ TEST_CASE("errors carry their code and say whether a retry can help") {
   CHECK(std::string(e.what()) == "db down");
   CHECK_FALSE(Error(ErrorCode::conflict, "x").retryable());
   CHECK(to_string(ErrorCode::failed_precondition) == "failed_precondition");
+  CHECK(to_string(ErrorCode::data_loss) == "data_loss");
+  CHECK_FALSE(Error(ErrorCode::data_loss, "x").retryable());
 }

@@ -1,14 +1,11 @@
 // Copyright (c) the convstore authors.
 // SPDX-License-Identifier: MIT
 #include <sodium.h>
-#include <sqlite3.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <fstream>
 #include <future>
-#include <iterator>
 #include <set>
 #include <thread>
 #include <vector>
@@ -39,44 +36,8 @@ bool url_safe(const std::string& token) {
   });
 }
 
-std::string file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// True when `text` appears anywhere in the stored sessions: in the database
-// files for SQLite (the WAL included), in any column for PostgreSQL.
-bool stored_anywhere(const testing::TestDb& db, const std::string& text) {
-  if (db.backend() == "sqlite") {
-    const std::string path = db.url().substr(7);
-    return (file_bytes(path) + file_bytes(path + "-wal")).find(text) != std::string::npos;
-  }
-  return testing::raw_exec(db, "SELECT COUNT(*) FROM web_sessions w WHERE strpos(w::text, '" +
-                                   text + "') > 0") != "0";
-}
-
 std::string count_rows(const testing::TestDb& db) {
   return testing::raw_exec(db, "SELECT COUNT(*) FROM web_sessions");
-}
-
-// Deletes a user the way an SQL tool would (convstore itself never deletes
-// users); SQLite needs foreign keys switched on for the connection.
-void delete_user_by_sql(const testing::TestDb& db, UserId id) {
-  const std::string sql = "DELETE FROM users WHERE id = " + std::to_string(id);
-  if (db.backend() != "sqlite") {
-    testing::raw_exec(db, sql);
-    return;
-  }
-  sqlite3* h = nullptr;
-  REQUIRE(sqlite3_open(db.url().substr(7).c_str(), &h) == SQLITE_OK);
-  sqlite3_busy_timeout(h, 10000);
-  const std::string both = "PRAGMA foreign_keys = ON; " + sql;
-  char* err = nullptr;
-  int rc = sqlite3_exec(h, both.c_str(), nullptr, nullptr, &err);
-  std::string msg = err != nullptr ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(h);
-  REQUIRE_MESSAGE(rc == SQLITE_OK, msg);
 }
 
 }  // namespace
@@ -158,9 +119,10 @@ TEST_CASE_TEMPLATE("web sessions: only the SHA-256 of a token is stored", B, CON
           sha256_hex(s->access_token));
     CHECK(testing::raw_exec(db, "SELECT refresh_hash FROM web_sessions WHERE id = " + id) ==
           sha256_hex(s->refresh_token));
-    CHECK_FALSE(stored_anywhere(db, s->access_token));
-    CHECK_FALSE(stored_anywhere(db, s->refresh_token));
-    CHECK(stored_anywhere(db, sha256_hex(s->access_token)));  // the search does find things
+    CHECK_FALSE(testing::stored_anywhere(db, "web_sessions", s->access_token));
+    CHECK_FALSE(testing::stored_anywhere(db, "web_sessions", s->refresh_token));
+    CHECK(testing::stored_anywhere(db, "web_sessions",
+                                   sha256_hex(s->access_token)));  // the search does find things
   }
 }
 
@@ -522,7 +484,7 @@ TEST_CASE_TEMPLATE("web sessions: deleting a user deletes the sessions", B, CONV
   IssuedSession a = ws.issue(alice);
   ws.refresh(a.refresh_token);
   IssuedSession b = ws.issue(bob);
-  delete_user_by_sql(db, alice);
+  testing::delete_user_by_sql(db, alice);
   CHECK(count_rows(db) == "1");
   CHECK(ws.list(alice).empty());
   CHECK(ws.validate(b.access_token).has_value());

@@ -21,6 +21,7 @@ enum class ErrorCode {
   unavailable,          // the database cannot be reached now: retry the call later
   failed_precondition,  // the database is in a state this library cannot use (e.g. newer schema)
   not_supported,        // this build or backend cannot do it
+  data_loss,            // stored data is damaged or was altered (it fails its integrity check)
   internal,             // a bug or an unexpected database answer
 };
 

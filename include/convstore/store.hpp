@@ -21,6 +21,7 @@ namespace convstore {
 class AgentStateStore;
 class CalendarStore;
 class ConversationStore;
+class CredentialStore;
 class WebSessionStore;
 
 // What Store::health() found.
@@ -80,6 +81,8 @@ class CONVSTORE_EXPORT Store {
   CalendarStore& calendar();
   // Web sessions: access and refresh tokens, rotation, revocation.
   WebSessionStore& web_sessions();
+  // Encrypted credentials (secrets sealed under an application key).
+  CredentialStore& credentials();
 
   // "sqlite" or "postgresql".
   std::string backend() const;

@@ -267,6 +267,29 @@ const char* const kMigration6[] = {
     "CREATE INDEX web_sessions_revoked ON web_sessions (revoked_at) WHERE revoked_at IS NOT NULL",
 };
 
+// Migration 7: encrypted credentials (seed 003 authentication_data). A
+// secret is stored only sealed: XChaCha20-Poly1305 under an application key
+// the database never sees (key_id names it), with its nonce; both base64.
+// The owner and the name are the associated data of the seal.
+const char* const kMigration7[] = {
+    R"(CREATE TABLE credentials (
+  id {pk},
+  user_id {big} NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  algorithm TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  nonce TEXT NOT NULL,
+  ciphertext TEXT NOT NULL,
+  active {bool} NOT NULL DEFAULT TRUE,
+  metadata {json} NOT NULL DEFAULT '{{}}',
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL,
+  deactivated_at {ts},
+  UNIQUE (user_id, name)
+))",
+    "CREATE INDEX credentials_key ON credentials (key_id, id)",
+};
+
 // Title and description search, the same words found on both: the library
 // normalizes the words into search_words (one tokenizer for documents and
 // queries), which an FTS5 index kept by triggers and a generated tsvector
@@ -301,13 +324,14 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
-  std::vector<std::vector<std::string>> out(6);
+  std::vector<std::vector<std::string>> out(7);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
   for (const char* sql : kMigration3) out[2].push_back(expand(sql));
   for (const char* sql : kMigration4) out[3].push_back(expand(sql));
   for (const char* sql : kMigration5) out[4].push_back(expand(sql));
   for (const char* sql : kMigration6) out[5].push_back(expand(sql));
+  for (const char* sql : kMigration7) out[6].push_back(expand(sql));
   if (t.postgresql) {
     for (const char* sql : kSearchPostgresql) out[2].push_back(sql);
   } else {
@@ -323,7 +347,8 @@ const std::vector<std::string>& migration_descriptions() {
       "calendar events, their search index, and the longest event of each owner",
       "recurring events: rules, exceptions and changed occurrences",
       "session cache tables, and the turn fence of conversations",
-      "web sessions: access and refresh token hashes, expiry, status, rotation families"};
+      "web sessions: access and refresh token hashes, expiry, status, rotation families",
+      "encrypted credentials: sealed secrets per user and name, with their key id"};
   return d;
 }
 
