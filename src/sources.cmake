@@ -4,6 +4,7 @@ set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/calendar_store.hpp
   include/convstore/convstore.hpp
   include/convstore/conversation_store.hpp
+  include/convstore/dialog_store.hpp
   include/convstore/error.hpp
   include/convstore/options.hpp
   include/convstore/session_cache.hpp
@@ -17,6 +18,7 @@ set(CONVSTORE_SOURCES
   src/calendar_time.cpp
   src/icalendar.cpp
   src/conversation_store.cpp
+  src/dialog_store.cpp
   src/session_cache.cpp
   src/cache/database_cache.cpp
   src/cache/memory_cache.cpp

@@ -284,6 +284,8 @@ ConversationStore& Store::conversations() { return impl_->conversations; }
 AgentStateStore& Store::agents() { return impl_->agents; }
 CalendarStore& Store::calendar() { return impl_->calendar; }
 WebSessionStore& Store::web_sessions() { return impl_->web_sessions; }
+DialogStore& Store::dialogs() { return impl_->dialogs; }
+ReviewQueue& Store::reviews() { return impl_->reviews; }
 
 std::string Store::backend() const { return std::string(impl_->dialect.name()); }
 

@@ -18,6 +18,7 @@
 #include "convstore/agent_state_store.hpp"
 #include "convstore/calendar_store.hpp"
 #include "convstore/conversation_store.hpp"
+#include "convstore/dialog_store.hpp"
 #include "convstore/store.hpp"
 #include "convstore/web_session_store.hpp"
 #include "db/connection.hpp"
@@ -51,6 +52,8 @@ class Store::Impl {
   AgentStateStore agents{this};
   CalendarStore calendar{this};
   WebSessionStore web_sessions{this};
+  DialogStore dialogs{this};
+  ReviewQueue reviews{this};
   detail::AgentCache agent_cache;
   int schema_version = 0;
 

@@ -21,6 +21,8 @@ namespace convstore {
 class AgentStateStore;
 class CalendarStore;
 class ConversationStore;
+class DialogStore;
+class ReviewQueue;
 class WebSessionStore;
 
 // What Store::health() found.
@@ -80,6 +82,10 @@ class CONVSTORE_EXPORT Store {
   CalendarStore& calendar();
   // Web sessions: access and refresh tokens, rotation, revocation.
   WebSessionStore& web_sessions();
+  // Seed-003 dialogs: processing flags and cursor.
+  DialogStore& dialogs();
+  // Suggested replies waiting for approval and sending.
+  ReviewQueue& reviews();
 
   // "sqlite" or "postgresql".
   std::string backend() const;
