@@ -623,13 +623,15 @@ bool ReviewQueue::invalidate(ConversationId conversation, std::string_view newer
 
 namespace {
 
-// What a sender may claim at :t: approved without a live claim, and pending
-// ones of auto-send dialogs.
+// What a sender may claim at :t0: approved without a live claim, and
+// pending ones of auto-send dialogs. The conditions on the row itself are
+// in this WHERE, not in a subquery: PostgreSQL re-checks them on the newest
+// version of a row it locks (FOR UPDATE), so a row another sender claimed
+// and committed meanwhile is passed over, not claimed twice.
 #define CS_READY_WHERE                                                                        \
-  "id IN (SELECT id FROM review_items WHERE status = 'approved' AND (claim_expires_at IS "    \
-  "NULL OR claim_expires_at <= :t0)) OR id IN (SELECT r.id FROM dialogs d JOIN review_items " \
-  "r ON r.conversation_id = d.conversation_id WHERE d.auto_send AND r.status = "              \
-  "'pending_approval')"
+  "(status = 'approved' AND (claim_expires_at IS NULL OR claim_expires_at <= :t0)) OR "       \
+  "(status = 'pending_approval' AND conversation_id IN (SELECT conversation_id FROM dialogs " \
+  "WHERE auto_send))"
 
 }  // namespace
 
