@@ -343,21 +343,27 @@ const char* const kMigration7Sqlite[] = {
     "status IN ('pending_approval', 'approved', 'failed') AND status = 'pending_approval' AND "
     "answers_message_id IS NOT new.platform_message_id; END",
 };
+// PostgreSQL: a statement-level trigger over the inserted rows (a transition
+// table), so that a batch of messages costs one call, not one per row.
 const char* const kMigration7Postgresql[] = {
     "CREATE FUNCTION convstore_messages_dialog_user() RETURNS trigger LANGUAGE plpgsql AS $$ "
     "BEGIN "
-    "UPDATE dialogs SET new_message_at = GREATEST(new_message_at, NEW.created_at) "
-    "WHERE conversation_id = NEW.conversation_id; "
+    "UPDATE dialogs d SET new_message_at = GREATEST(d.new_message_at, n.at) "
+    "FROM (SELECT conversation_id, MAX(created_at) AS at FROM new_messages WHERE role = 'user' "
+    "GROUP BY conversation_id) n WHERE d.conversation_id = n.conversation_id; "
     "IF FOUND THEN "
-    "UPDATE review_items SET status = 'superseded', reason = 'invalidated by new user message ' "
-    "|| NEW.id, updated_at = NEW.created_at WHERE conversation_id = NEW.conversation_id AND "
-    "status IN ('pending_approval', 'approved', 'failed') AND status = 'pending_approval' AND "
-    "answers_message_id IS DISTINCT FROM NEW.platform_message_id; "
+    "UPDATE review_items r SET status = 'superseded', reason = 'invalidated by new user "
+    "message ' || m.id, updated_at = m.created_at FROM new_messages m "
+    "WHERE m.id = (SELECT MIN(x.id) FROM new_messages x WHERE x.conversation_id = "
+    "r.conversation_id AND x.role = 'user' AND x.platform_message_id IS DISTINCT FROM "
+    "r.answers_message_id) AND r.conversation_id IN (SELECT conversation_id FROM new_messages "
+    "WHERE role = 'user') AND r.status IN ('pending_approval', 'approved', 'failed') AND "
+    "r.status = 'pending_approval'; "
     "END IF; "
     "RETURN NULL; "
     "END $$",
-    "CREATE TRIGGER messages_dialog_user AFTER INSERT ON messages FOR EACH ROW "
-    "WHEN (NEW.role = 'user') EXECUTE FUNCTION convstore_messages_dialog_user()",
+    "CREATE TRIGGER messages_dialog_user AFTER INSERT ON messages REFERENCING NEW TABLE AS "
+    "new_messages FOR EACH STATEMENT EXECUTE FUNCTION convstore_messages_dialog_user()",
 };
 
 // Title and description search, the same words found on both: the library
