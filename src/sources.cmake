@@ -5,6 +5,7 @@ set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/convstore.hpp
   include/convstore/conversation_store.hpp
   include/convstore/credential_store.hpp
+  include/convstore/dialog_store.hpp
   include/convstore/error.hpp
   include/convstore/options.hpp
   include/convstore/session_cache.hpp
@@ -20,6 +21,7 @@ set(CONVSTORE_SOURCES
   src/conversation_store.cpp
   src/credential_store.cpp
   src/crypto.cpp
+  src/dialog_store.cpp
   src/session_cache.cpp
   src/cache/database_cache.cpp
   src/cache/memory_cache.cpp

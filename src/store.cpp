@@ -285,6 +285,8 @@ AgentStateStore& Store::agents() { return impl_->agents; }
 CalendarStore& Store::calendar() { return impl_->calendar; }
 WebSessionStore& Store::web_sessions() { return impl_->web_sessions; }
 CredentialStore& Store::credentials() { return impl_->credentials; }
+DialogStore& Store::dialogs() { return impl_->dialogs; }
+ReviewQueue& Store::reviews() { return impl_->reviews; }
 
 std::string Store::backend() const { return std::string(impl_->dialect.name()); }
 

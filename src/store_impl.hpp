@@ -19,6 +19,7 @@
 #include "convstore/calendar_store.hpp"
 #include "convstore/conversation_store.hpp"
 #include "convstore/credential_store.hpp"
+#include "convstore/dialog_store.hpp"
 #include "convstore/store.hpp"
 #include "convstore/web_session_store.hpp"
 #include "db/connection.hpp"
@@ -53,6 +54,8 @@ class Store::Impl {
   CalendarStore calendar{this};
   WebSessionStore web_sessions{this};
   CredentialStore credentials{this};
+  DialogStore dialogs{this};
+  ReviewQueue reviews{this};
   detail::AgentCache agent_cache;
   int schema_version = 0;
 

@@ -8,6 +8,7 @@
 #include "convstore/config.hpp"
 #include "convstore/conversation_store.hpp"
 #include "convstore/credential_store.hpp"
+#include "convstore/dialog_store.hpp"
 #include "convstore/error.hpp"
 #include "convstore/options.hpp"
 #include "convstore/session_cache.hpp"

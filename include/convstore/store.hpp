@@ -22,6 +22,8 @@ class AgentStateStore;
 class CalendarStore;
 class ConversationStore;
 class CredentialStore;
+class DialogStore;
+class ReviewQueue;
 class WebSessionStore;
 
 // What Store::health() found.
@@ -83,6 +85,10 @@ class CONVSTORE_EXPORT Store {
   WebSessionStore& web_sessions();
   // Encrypted credentials (secrets sealed under an application key).
   CredentialStore& credentials();
+  // Seed-003 dialogs: processing flags and cursor.
+  DialogStore& dialogs();
+  // Suggested replies waiting for approval and sending.
+  ReviewQueue& reviews();
 
   // "sqlite" or "postgresql".
   std::string backend() const;

@@ -290,6 +290,105 @@ const char* const kMigration7[] = {
     "CREATE INDEX credentials_key ON credentials (key_id, id)",
 };
 
+// Migration 8: dialog processing state and the review queue (seed 003).
+//   dialogs       one row per conversation processed as a seed-003 dialog:
+//                 type, flags, the processing cursor (last processed platform
+//                 message), the last check, and the newest user message
+//                 stored since it (new_message_at, kept by a trigger)
+//   review_items  suggested replies; at most one open (pending_approval,
+//                 approved, failed) per dialog, by a partial unique index.
+//                 A claim by a sender: claimed_by, claim_expires_at (NULL
+//                 when no claim is held) and attempts (the claim's token).
+const char* const kMigration8[] = {
+    R"(CREATE TABLE dialogs (
+  conversation_id {big} PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+  type TEXT NOT NULL CHECK (type IN ('private', 'group', 'channel')),
+  processing_enabled {bool} NOT NULL DEFAULT TRUE,
+  auto_send {bool} NOT NULL DEFAULT FALSE,
+  last_message_id TEXT,
+  last_message_at {ts},
+  checked_at {ts},
+  new_message_at {ts},
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL,
+  CHECK ((last_message_id IS NULL) = (last_message_at IS NULL))
+))",
+    "CREATE INDEX dialogs_due_check ON dialogs (checked_at) WHERE processing_enabled",
+    "CREATE INDEX dialogs_due_new ON dialogs (new_message_at) "
+    "WHERE processing_enabled AND new_message_at IS NOT NULL",
+    "CREATE INDEX dialogs_auto_send ON dialogs (conversation_id) WHERE auto_send",
+    R"(CREATE TABLE review_items (
+  id {pk},
+  conversation_id {big} NOT NULL REFERENCES dialogs (conversation_id) ON DELETE CASCADE,
+  user_id {big} REFERENCES users (id) ON DELETE CASCADE,
+  answers_message_id TEXT NOT NULL,
+  answers_message_at {ts} NOT NULL,
+  suggested_text TEXT NOT NULL,
+  edited_text TEXT,
+  status TEXT NOT NULL DEFAULT 'pending_approval' CHECK (status IN ('pending_approval',
+    'approved', 'rejected', 'sent', 'failed', 'superseded')),
+  auto_approved {bool} NOT NULL DEFAULT FALSE,
+  reason TEXT,
+  error TEXT,
+  attempts {big} NOT NULL DEFAULT 0,
+  claimed_by TEXT,
+  claim_expires_at {ts},
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL,
+  decided_at {ts},
+  sent_at {ts},
+  CHECK (claim_expires_at IS NULL OR status = 'approved')
+))",
+    "CREATE UNIQUE INDEX review_items_open ON review_items (conversation_id) "
+    "WHERE status IN ('pending_approval', 'approved', 'failed')",
+    "CREATE INDEX review_items_conversation ON review_items (conversation_id, id)",
+    "CREATE INDEX review_items_pending ON review_items (user_id, created_at, id) "
+    "WHERE status = 'pending_approval'",
+    "CREATE INDEX review_items_approved ON review_items (claim_expires_at, id) "
+    "WHERE status = 'approved'",
+    "CREATE INDEX review_items_final ON review_items (updated_at) "
+    "WHERE status IN ('rejected', 'sent', 'superseded')",
+};
+
+// A user message stored in a conversation that is a dialog records itself
+// in dialogs.new_message_at and supersedes the pending suggestion, unless
+// that suggestion answers this very message (the redundant status IN (...)
+// lets the planners use review_items_open). Conversations without a dialog
+// cost one primary-key probe of dialogs per user message.
+const char* const kMigration8Sqlite[] = {
+    "CREATE TRIGGER messages_dialog_user AFTER INSERT ON messages "
+    "WHEN new.role = 'user' AND EXISTS (SELECT 1 FROM dialogs WHERE conversation_id = "
+    "new.conversation_id) BEGIN "
+    "UPDATE dialogs SET new_message_at = new.created_at WHERE conversation_id = "
+    "new.conversation_id AND (new_message_at IS NULL OR new_message_at < new.created_at); "
+    "UPDATE review_items SET status = 'superseded', reason = 'invalidated by new user message ' "
+    "|| new.id, updated_at = new.created_at WHERE conversation_id = new.conversation_id AND "
+    "status IN ('pending_approval', 'approved', 'failed') AND status = 'pending_approval' AND "
+    "answers_message_id IS NOT new.platform_message_id; END",
+};
+// PostgreSQL: a statement-level trigger over the inserted rows (a transition
+// table), so that a batch of messages costs one call, not one per row.
+const char* const kMigration8Postgresql[] = {
+    "CREATE FUNCTION convstore_messages_dialog_user() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN "
+    "UPDATE dialogs d SET new_message_at = GREATEST(d.new_message_at, n.at) "
+    "FROM (SELECT conversation_id, MAX(created_at) AS at FROM new_messages WHERE role = 'user' "
+    "GROUP BY conversation_id) n WHERE d.conversation_id = n.conversation_id; "
+    "IF FOUND THEN "
+    "UPDATE review_items r SET status = 'superseded', reason = 'invalidated by new user "
+    "message ' || m.id, updated_at = m.created_at FROM new_messages m "
+    "WHERE m.id = (SELECT MIN(x.id) FROM new_messages x WHERE x.conversation_id = "
+    "r.conversation_id AND x.role = 'user' AND x.platform_message_id IS DISTINCT FROM "
+    "r.answers_message_id) AND r.conversation_id IN (SELECT conversation_id FROM new_messages "
+    "WHERE role = 'user') AND r.status IN ('pending_approval', 'approved', 'failed') AND "
+    "r.status = 'pending_approval'; "
+    "END IF; "
+    "RETURN NULL; "
+    "END $$",
+    "CREATE TRIGGER messages_dialog_user AFTER INSERT ON messages REFERENCING NEW TABLE AS "
+    "new_messages FOR EACH STATEMENT EXECUTE FUNCTION convstore_messages_dialog_user()",
+};
+
 // Title and description search, the same words found on both: the library
 // normalizes the words into search_words (one tokenizer for documents and
 // queries), which an FTS5 index kept by triggers and a generated tsvector
@@ -324,7 +423,7 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
-  std::vector<std::vector<std::string>> out(7);
+  std::vector<std::vector<std::string>> out(8);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
   for (const char* sql : kMigration3) out[2].push_back(expand(sql));
@@ -332,10 +431,13 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
   for (const char* sql : kMigration5) out[4].push_back(expand(sql));
   for (const char* sql : kMigration6) out[5].push_back(expand(sql));
   for (const char* sql : kMigration7) out[6].push_back(expand(sql));
+  for (const char* sql : kMigration8) out[7].push_back(expand(sql));
   if (t.postgresql) {
     for (const char* sql : kSearchPostgresql) out[2].push_back(sql);
+    for (const char* sql : kMigration8Postgresql) out[7].push_back(sql);
   } else {
     for (const char* sql : kSearchSqlite) out[2].push_back(sql);
+    for (const char* sql : kMigration8Sqlite) out[7].push_back(sql);
   }
   return out;
 }
@@ -348,7 +450,8 @@ const std::vector<std::string>& migration_descriptions() {
       "recurring events: rules, exceptions and changed occurrences",
       "session cache tables, and the turn fence of conversations",
       "web sessions: access and refresh token hashes, expiry, status, rotation families",
-      "encrypted credentials: sealed secrets per user and name, with their key id"};
+      "encrypted credentials: sealed secrets per user and name, with their key id",
+      "dialog processing state and the review queue of suggested replies"};
   return d;
 }
 
