@@ -284,6 +284,7 @@ ConversationStore& Store::conversations() { return impl_->conversations; }
 AgentStateStore& Store::agents() { return impl_->agents; }
 CalendarStore& Store::calendar() { return impl_->calendar; }
 WebSessionStore& Store::web_sessions() { return impl_->web_sessions; }
+TaskQueue& Store::tasks() { return impl_->tasks; }
 
 std::string Store::backend() const { return std::string(impl_->dialect.name()); }
 

@@ -19,6 +19,7 @@
 #include "convstore/calendar_store.hpp"
 #include "convstore/conversation_store.hpp"
 #include "convstore/store.hpp"
+#include "convstore/task_queue.hpp"
 #include "convstore/web_session_store.hpp"
 #include "db/connection.hpp"
 #include "db/dialect.hpp"
@@ -51,6 +52,7 @@ class Store::Impl {
   AgentStateStore agents{this};
   CalendarStore calendar{this};
   WebSessionStore web_sessions{this};
+  TaskQueue tasks{this};
   detail::AgentCache agent_cache;
   int schema_version = 0;
 

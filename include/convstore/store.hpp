@@ -21,6 +21,7 @@ namespace convstore {
 class AgentStateStore;
 class CalendarStore;
 class ConversationStore;
+class TaskQueue;
 class WebSessionStore;
 
 // What Store::health() found.
@@ -80,6 +81,8 @@ class CONVSTORE_EXPORT Store {
   CalendarStore& calendar();
   // Web sessions: access and refresh tokens, rotation, revocation.
   WebSessionStore& web_sessions();
+  // Background tasks: claims with leases, retries, periodic schedules.
+  TaskQueue& tasks();
 
   // "sqlite" or "postgresql".
   std::string backend() const;
