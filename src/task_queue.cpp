@@ -299,7 +299,8 @@ Enqueued insert_task(Connection& c, const Checked& n, Timestamp t) {
 
 // Expired leases: back to pending (run_at kept), or failed for good when
 // the attempts are used up. PostgreSQL skips rows another transaction is
-// finishing right now. Parameters: finished_at, updated_at, expired before.
+// finishing right now; SQLite is told to use the index of lease expiries.
+// Parameters: finished_at, updated_at, expired before.
 #define CS_SWEEP_SET                                                                   \
   "SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, " \
   "last_error = 'attempt ' || attempts || ' by worker ' || COALESCE(worker, '?') || "  \
@@ -309,7 +310,7 @@ Enqueued insert_task(Connection& c, const Checked& n, Timestamp t) {
   "finished_at = CASE WHEN attempts >= max_attempts THEN CAST(:t1 AS TIMESTAMPTZ) END, " \
   "updated_at = :t2 WHERE id IN (SELECT id FROM tasks WHERE status = 'processing' AND "  \
   "lease_expires_at <= :t3 FOR UPDATE SKIP LOCKED)"
-const Sql kSweep{"UPDATE tasks " CS_SWEEP_SET
+const Sql kSweep{"UPDATE tasks INDEXED BY tasks_lease " CS_SWEEP_SET
                  "finished_at = CASE WHEN attempts >= max_attempts THEN :t1 END, updated_at = "
                  ":t2 WHERE status = 'processing' AND lease_expires_at <= :t3",
                  CS_SWEEP_PG};
@@ -331,12 +332,14 @@ const std::string& claim_text(Backend b, std::size_t types) {
       const std::string claim = fmt::format(
           "UPDATE tasks SET status = 'processing', attempts = attempts + 1, lease = lease + 1, "
           "worker = :w, lease_expires_at = :e, started_at = :t4, updated_at = :t5 WHERE id IN "
-          "(SELECT id FROM tasks WHERE status = 'pending' AND run_at <= :t6{} ORDER BY "
-          "priority DESC, run_at, id LIMIT :n{}) RETURNING " CS_TASK_COLS,
-          filter, "{}");
-      out[0].push_back(fmt::format(fmt::runtime(claim), ""));
+          "(SELECT id FROM tasks{{}} WHERE status = 'pending' AND run_at <= :t6{} ORDER BY "
+          "priority DESC, run_at, id LIMIT :n{{}}) RETURNING " CS_TASK_COLS,
+          filter);
+      // SQLite, without statistics, would rather read every pending task
+      // through tasks_status and sort them.
+      out[0].push_back(fmt::format(fmt::runtime(claim), " INDEXED BY tasks_due", ""));
       out[1].push_back("WITH swept AS (" CS_SWEEP_PG " RETURNING id) " +
-                       fmt::format(fmt::runtime(claim), " FOR UPDATE SKIP LOCKED"));
+                       fmt::format(fmt::runtime(claim), "", " FOR UPDATE SKIP LOCKED"));
     }
     return out;
   }();
