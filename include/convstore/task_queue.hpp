@@ -195,8 +195,8 @@ class CONVSTORE_EXPORT TaskQueue {
 
   // Extends the lease to now + `lease` (10 ms .. 24 h) and returns the task.
   // Throws Error(conflict) when `lease_number` no longer holds the task
-  // (taken over after it expired, or cancelled: stop working on it). A
-  // lease that expired but was not taken over yet still holds.
+  // (it expired and a claim or requeue_expired() swept it, or the task was
+  // cancelled: stop working on it). An expired lease holds until swept.
   Task heartbeat(TaskId id, std::int64_t lease_number, std::chrono::milliseconds lease);
   // Marks the task completed with `result` (any JSON up to 1 MiB as text;
   // null: none). Throws Error(conflict) like heartbeat.
