@@ -10,6 +10,7 @@ set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/options.hpp
   include/convstore/session_cache.hpp
   include/convstore/store.hpp
+  include/convstore/task_queue.hpp
   include/convstore/types.hpp
   include/convstore/web_session_store.hpp
 )
@@ -28,6 +29,7 @@ set(CONVSTORE_SOURCES
   src/error.cpp
   src/store.cpp
   src/store_helpers.cpp
+  src/task_queue.cpp
   src/types.cpp
   src/web_session_store.cpp
   src/db/connection.cpp

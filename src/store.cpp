@@ -287,6 +287,7 @@ WebSessionStore& Store::web_sessions() { return impl_->web_sessions; }
 CredentialStore& Store::credentials() { return impl_->credentials; }
 DialogStore& Store::dialogs() { return impl_->dialogs; }
 ReviewQueue& Store::reviews() { return impl_->reviews; }
+TaskQueue& Store::tasks() { return impl_->tasks; }
 
 std::string Store::backend() const { return std::string(impl_->dialect.name()); }
 

@@ -21,6 +21,7 @@
 #include "convstore/credential_store.hpp"
 #include "convstore/dialog_store.hpp"
 #include "convstore/store.hpp"
+#include "convstore/task_queue.hpp"
 #include "convstore/web_session_store.hpp"
 #include "db/connection.hpp"
 #include "db/dialect.hpp"
@@ -56,6 +57,7 @@ class Store::Impl {
   CredentialStore credentials{this};
   DialogStore dialogs{this};
   ReviewQueue reviews{this};
+  TaskQueue tasks{this};
   detail::AgentCache agent_cache;
   int schema_version = 0;
 

@@ -19,6 +19,14 @@
 //   convstore_test_helper hit URL KIND CACHE_URL PREFIX KEY COUNT OUT
 //       (COUNT hits on KEY, limit 50 per 10 minutes; appends how many were
 //       allowed to the file OUT)
+//   convstore_test_helper work URL NAME THREADS OUT
+//       (THREADS workers named NAME/i claim tasks with a 30 s lease, work
+//       1 ms on each and complete them with {"worker": NAME/i} until none is pending;
+//       appends "ready NAME" to the file OUT when it starts, then "claim ID
+//       LEASE WORKER" and "done ID WORKER" lines when it ends)
+//   convstore_test_helper periodic URL AT_US COUNT OUT
+//       (COUNT calls of run_periodic(AT_US); appends how many tasks they
+//       created to the file OUT)
 #include <unistd.h>
 
 #include <chrono>
@@ -26,8 +34,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 int main(int argc, char** argv) {
   try {
@@ -76,6 +87,59 @@ int main(int argc, char** argv) {
       } catch (const convstore::CalendarConflict&) {
         return 3;
       }
+    }
+    if (job == "work" && argc == 6) {
+      const std::string name = argv[3];
+      std::ofstream(argv[5], std::ios::app) << "ready " << name << std::endl;
+      std::mutex mu;
+      std::ostringstream log;
+      auto work = [&](const std::string& worker) {
+        auto& q = store.tasks();
+        convstore::ClaimOptions o;
+        o.max = 2;
+        o.lease = std::chrono::seconds(30);
+        for (;;) {
+          auto claimed = q.claim(worker, o);
+          if (claimed.empty()) {
+            if (q.counts().pending == 0) return;
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            continue;
+          }
+          for (const auto& t : claimed) {
+            {
+              std::lock_guard lock(mu);
+              log << "claim " << t.id << " " << t.lease << " " << worker << "\n";
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));  // the work
+            q.complete(t, {{"worker", worker}});
+            std::lock_guard lock(mu);
+            log << "done " << t.id << " " << worker << "\n";
+          }
+        }
+      };
+      std::vector<std::thread> threads;
+      std::vector<std::string> failures;
+      for (int i = 0; i < std::stoi(argv[4]); ++i) {
+        threads.emplace_back([&, i] {
+          try {
+            work(name + "/" + std::to_string(i));
+          } catch (const std::exception& e) {
+            std::lock_guard lock(mu);
+            failures.push_back(e.what());
+          }
+        });
+      }
+      for (auto& t : threads) t.join();
+      std::ofstream(argv[5], std::ios::app) << log.str() << std::flush;
+      for (const auto& f : failures) std::cerr << "helper: " << f << "\n";
+      return failures.empty() ? 0 : 1;
+    }
+    if (job == "periodic" && argc == 6) {
+      convstore::Timestamp at{std::chrono::microseconds(std::stoll(argv[3]))};
+      long long created = 0;
+      for (int i = 0; i < std::stoi(argv[4]); ++i) created += store.tasks().run_periodic(at);
+      std::ofstream(argv[5], std::ios::app) << created << std::endl;
+      return 0;
     }
     // KIND CACHE_URL PREFIX, as CacheFixture::helper_args() gives them.
     auto open_cache = [&] {

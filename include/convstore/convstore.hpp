@@ -13,6 +13,7 @@
 #include "convstore/options.hpp"
 #include "convstore/session_cache.hpp"
 #include "convstore/store.hpp"
+#include "convstore/task_queue.hpp"
 #include "convstore/types.hpp"
 #include "convstore/version.hpp"
 #include "convstore/web_session_store.hpp"

@@ -24,6 +24,7 @@ class ConversationStore;
 class CredentialStore;
 class DialogStore;
 class ReviewQueue;
+class TaskQueue;
 class WebSessionStore;
 
 // What Store::health() found.
@@ -89,6 +90,8 @@ class CONVSTORE_EXPORT Store {
   DialogStore& dialogs();
   // Suggested replies waiting for approval and sending.
   ReviewQueue& reviews();
+  // Background tasks: claims with leases, retries, periodic schedules.
+  TaskQueue& tasks();
 
   // "sqlite" or "postgresql".
   std::string backend() const;

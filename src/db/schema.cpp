@@ -389,6 +389,59 @@ const char* const kMigration8Postgresql[] = {
     "new_messages FOR EACH STATEMENT EXECUTE FUNCTION convstore_messages_dialog_user()",
 };
 
+// Migration 9: the task queue (seed 003's background workers) and its
+// periodic schedules. Priority is an integer (low 0, normal 1, high 2) so
+// that claims order by it; `lease` is the fencing number every claim bumps.
+// Claims scan tasks_due (pending only, in claim order) and sweep expired
+// leases through tasks_lease (processing only); a dedupe key is unique
+// among unfinished tasks.
+const char* const kMigration9[] = {
+    R"(CREATE TABLE tasks (
+  id {pk},
+  type {ctext} NOT NULL,
+  priority INTEGER NOT NULL DEFAULT 1 CHECK (priority BETWEEN 0 AND 2),
+  status TEXT NOT NULL DEFAULT 'pending'
+    CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')),
+  payload {json} NOT NULL DEFAULT '{{}}',
+  result {json},
+  run_at {ts} NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
+  last_error TEXT,
+  dedupe_key TEXT,
+  schedule TEXT,
+  worker TEXT,
+  lease {big} NOT NULL DEFAULT 0,
+  lease_expires_at {ts},
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL,
+  started_at {ts},
+  finished_at {ts},
+  CHECK ((status = 'processing') = (lease_expires_at IS NOT NULL))
+))",
+    "CREATE INDEX tasks_due ON tasks (priority DESC, run_at, id) WHERE status = 'pending'",
+    "CREATE INDEX tasks_lease ON tasks (lease_expires_at) WHERE status = 'processing'",
+    "CREATE UNIQUE INDEX tasks_dedupe ON tasks (dedupe_key) "
+    "WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'processing')",
+    "CREATE INDEX tasks_status ON tasks (status, id)",
+    "CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL",
+    R"(CREATE TABLE task_schedules (
+  name {ctext} PRIMARY KEY,
+  type {ctext} NOT NULL,
+  priority INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 2),
+  payload {json} NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  interval_ms {big} NOT NULL CHECK (interval_ms > 0),
+  anchor {ts} NOT NULL,
+  next_run_at {ts} NOT NULL,
+  last_run_at {ts},
+  last_task_id {big},
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL
+))",
+    "CREATE INDEX task_schedules_next ON task_schedules (next_run_at)",
+};
+
 // Title and description search, the same words found on both: the library
 // normalizes the words into search_words (one tokenizer for documents and
 // queries), which an FTS5 index kept by triggers and a generated tsvector
@@ -423,7 +476,7 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
-  std::vector<std::vector<std::string>> out(8);
+  std::vector<std::vector<std::string>> out(9);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
   for (const char* sql : kMigration3) out[2].push_back(expand(sql));
@@ -432,6 +485,7 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
   for (const char* sql : kMigration6) out[5].push_back(expand(sql));
   for (const char* sql : kMigration7) out[6].push_back(expand(sql));
   for (const char* sql : kMigration8) out[7].push_back(expand(sql));
+  for (const char* sql : kMigration9) out[8].push_back(expand(sql));
   if (t.postgresql) {
     for (const char* sql : kSearchPostgresql) out[2].push_back(sql);
     for (const char* sql : kMigration8Postgresql) out[7].push_back(sql);
@@ -451,7 +505,9 @@ const std::vector<std::string>& migration_descriptions() {
       "session cache tables, and the turn fence of conversations",
       "web sessions: access and refresh token hashes, expiry, status, rotation families",
       "encrypted credentials: sealed secrets per user and name, with their key id",
-      "dialog processing state and the review queue of suggested replies"};
+      "dialog processing state and the review queue of suggested replies",
+
+      "task queue: tasks with priorities, leases and retries; periodic schedules"};
   return d;
 }
 
