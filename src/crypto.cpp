@@ -24,16 +24,20 @@ std::string base64(const unsigned char* bytes, std::size_t size) {
 
 bool unbase64(std::string_view text, std::string& out) {
   const bool url = text.find_first_of("-_") != std::string_view::npos;
-  const bool padded = !text.empty() && text.back() == '=';
+  const std::size_t last = text.find_last_not_of(" \t\r\n");
+  const bool padded = last != std::string_view::npos && text[last] == '=';
   int variant =
       url ? (padded ? sodium_base64_VARIANT_URLSAFE : sodium_base64_VARIANT_URLSAFE_NO_PADDING)
           : (padded ? sodium_base64_VARIANT_ORIGINAL : sodium_base64_VARIANT_ORIGINAL_NO_PADDING);
   out.assign(text.size() / 4 * 3 + 3, '\0');
   std::size_t written = 0;
   const char* end = nullptr;
+  // White space around and inside the text (a key read from a file with
+  // its newline) is skipped.
   if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
-                        text.size(), nullptr, &written, &end, variant) != 0 ||
+                        text.size(), " \t\r\n", &written, &end, variant) != 0 ||
       end != text.data() + text.size()) {
+    sodium_memzero(out.data(), out.size());  // it may hold part of a key
     out.clear();
     return false;
   }

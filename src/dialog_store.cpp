@@ -285,14 +285,28 @@ Suggestion lock_suggestion(Connection& c, SuggestionId id) {
                           to_string(s.status), done, to_string(s.status), to_string(to)));
 }
 
-// Locks the dialog row of `conversation` (PostgreSQL), so that suggest,
-// invalidate and the append trigger of one dialog take turns; SQLite runs
-// one writer at a time. Throws Error(not_found) when there is no dialog.
+// Every write to a dialog first locks its conversation's row (PostgreSQL),
+// in the order appends take them: an append locks the conversation, then
+// its trigger the dialog. A transaction that writes a dialog and then
+// appends to it therefore cannot deadlock with a concurrent append. SQLite
+// runs one writer at a time. Returns false when there is no conversation.
+bool lock_conversation_first(Connection& c, ConversationId conversation) {
+  static const Sql q{"SELECT 1", "SELECT id FROM conversations WHERE id = :c FOR NO KEY UPDATE"};
+  if (c.backend() != detail::Backend::postgresql) return true;
+  long long found = 0;
+  return Stmt(c, q).in(conversation).out(found).one();
+}
+
+// Locks the dialog row of `conversation` (PostgreSQL; its conversation
+// first), so that suggest, invalidate and the append trigger of one dialog
+// take turns. Throws Error(not_found) when there is no dialog.
 void lock_dialog(Connection& c, ConversationId conversation) {
   static const Sql q{"SELECT conversation_id FROM dialogs WHERE conversation_id = :c",
                      "SELECT conversation_id FROM dialogs WHERE conversation_id = :c FOR UPDATE"};
   long long found = 0;
-  if (!Stmt(c, q).in(conversation).out(found).one()) no_dialog(conversation);
+  if (!lock_conversation_first(c, conversation) || !Stmt(c, q).in(conversation).out(found).one()) {
+    no_dialog(conversation);
+  }
 }
 
 }  // namespace
@@ -308,6 +322,7 @@ Dialog DialogStore::configure(ConversationId conversation, const DialogSettings&
       "auto_send = excluded.auto_send, updated_at = excluded.updated_at"};
   try {
     return impl_->write(Op{"configure dialog", "conversation", conversation}, [&](Connection& c) {
+      lock_conversation_first(c, conversation);
       const Timestamp t = now();
       Stmt(c, q)
           .in(conversation)
@@ -364,7 +379,8 @@ Dialog DialogStore::update(ConversationId conversation, const DialogUpdate& up) 
 
 bool DialogStore::remove(ConversationId conversation) {
   static const Sql q{"DELETE FROM dialogs WHERE conversation_id = :c"};
-  return impl_->single(Op{"remove dialog", "conversation", conversation}, [&](Connection& c) {
+  return impl_->write(Op{"remove dialog", "conversation", conversation}, [&](Connection& c) {
+    lock_conversation_first(c, conversation);
     Stmt st(c, q);
     st.in(conversation).one();
     return st.affected() > 0;
@@ -396,6 +412,7 @@ bool DialogStore::advance_cursor(ConversationId conversation,
   const std::string id(new_message_id);
   return impl_->write(Op{"advance dialog cursor", "conversation", conversation},
                       [&](Connection& c) {
+                        if (!lock_conversation_first(c, conversation)) no_dialog(conversation);
                         const Timestamp t = now();
                         Stmt st(c, c.backend() == detail::Backend::postgresql ? pg : lite);
                         st.in(id).in(new_message_at).in(t).in(t).in(conversation).in(expected);
@@ -417,7 +434,8 @@ void DialogStore::mark_checked(ConversationId conversation, Timestamp as_of) {
       "THEN :a2 ELSE checked_at END, new_message_at = CASE WHEN new_message_at <= :a3 THEN NULL "
       "ELSE new_message_at END WHERE conversation_id = :c"};
   bool found =
-      impl_->single(Op{"mark dialog checked", "conversation", conversation}, [&](Connection& c) {
+      impl_->write(Op{"mark dialog checked", "conversation", conversation}, [&](Connection& c) {
+        if (!lock_conversation_first(c, conversation)) return false;
         Stmt st(c, q);
         st.in(as_of).in(as_of).in(as_of).in(conversation).one();
         return st.affected() > 0;
@@ -473,12 +491,14 @@ Suggestion ReviewQueue::suggest(ConversationId conversation, const NewSuggestion
     open.in(conversation);
     auto old = fetch_suggestion(open);
     if (old) {
-      if (old->status == ReviewStatus::approved && old->claim_expires_at &&
-          *old->claim_expires_at > t) {
+      // Claimed and no outcome yet: the sender may be delivering it right
+      // now (even past its lease), and a reply that went out must be
+      // recorded as sent, not lost under a successor.
+      if (old->status == ReviewStatus::approved && old->claim_expires_at) {
         throw Error(ErrorCode::conflict,
                     fmt::format("suggestion {} of conversation {} is being sent by '{}' (claim "
-                                "until {}): cannot supersede it (approved -> superseded)",
-                                old->id, conversation, old->claimed_by.value_or(""),
+                                "{}, lease until {}): cannot supersede it (approved -> superseded)",
+                                old->id, conversation, old->claimed_by.value_or(""), old->claim(),
                                 to_iso8601(*old->claim_expires_at)));
       }
       if (old->answers_message_at > n.answers_message_at) {
@@ -628,10 +648,13 @@ namespace {
 // in this WHERE, not in a subquery: PostgreSQL re-checks them on the newest
 // version of a row it locks (FOR UPDATE), so a row another sender claimed
 // and committed meanwhile is passed over, not claimed twice.
+// The leading status IN (...) repeats the condition of the partial index
+// review_items_open word for word, so that SQLite can use it.
 #define CS_READY_WHERE                                                                        \
+  "status IN ('pending_approval', 'approved', 'failed') AND ("                                \
   "(status = 'approved' AND (claim_expires_at IS NULL OR claim_expires_at <= :t0)) OR "       \
   "(status = 'pending_approval' AND conversation_id IN (SELECT conversation_id FROM dialogs " \
-  "WHERE auto_send))"
+  "WHERE auto_send)))"
 
 }  // namespace
 

@@ -48,6 +48,7 @@ TEST_CASE("credentials: secret keys") {
   const std::string text = a.to_base64();
   CHECK(text.size() == 44);
   CHECK(SecretKey::from_base64(text).id() == a.id());
+  CHECK(SecretKey::from_base64(text + "\n").id() == a.id());  // as read from a file
   std::string url = text;
   for (char& ch : url) ch = ch == '+' ? '-' : ch == '/' ? '_' : ch;
   while (!url.empty() && url.back() == '=') url.pop_back();

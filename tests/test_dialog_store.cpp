@@ -821,6 +821,11 @@ TEST_CASE_TEMPLATE("reviews: an expired claim is claimed again; the stale claim 
   reviews.approve(t.id);
   auto slow = claim_one(store, t.id, "slow", 1ms);
   while (now() <= *slow.claim_expires_at) std::this_thread::sleep_for(2ms);
+  // Past its lease, the claimed reply may still be on its way: a newer
+  // suggestion does not replace it until the outcome is recorded.
+  const std::string in_flight = dump(db);
+  CHECK_ERROR_CODE(reviews.suggest(d, reply("3", 2, "newer")), ErrorCode::conflict);
+  CHECK(dump(db) == in_flight);
   auto done = reviews.mark_failed(t.id, slow.claim(), "timeout");
   CHECK(done.status == ReviewStatus::failed);
   // After a retry the old token is stale too.
@@ -929,4 +934,74 @@ TEST_CASE_TEMPLATE("reviews: deleting a conversation or its user removes dialog 
   CHECK(reviews.purge(now() - 1h) == 0);
   CHECK(reviews.purge(now() + 1s) == 1);
   CHECK(count(db, "review_items") == "1");
+}
+
+TEST_CASE_TEMPLATE(
+    "dialogs: a transaction that advances the cursor and appends never deadlocks "
+    "with concurrent appends",
+    B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  ConversationId d = new_dialog(store, new_user(store), "chat");
+  std::atomic<bool> stop{false};
+  std::atomic<int> appended{0};
+  std::string appender_error;  // written by the appender before it stops
+  std::atomic<bool> appender_failed{false};
+  std::thread appender([&] {
+    auto other = db.open();
+    try {
+      for (int i = 0; !stop; ++i) {
+        other.conversations().append(d, message(Role::user, "incoming " + std::to_string(i)));
+        ++appended;
+      }
+    } catch (const std::exception& e) {
+      appender_error = e.what();
+      appender_failed = true;
+    }
+  });
+  std::optional<std::string> last;
+  std::string worker_error;
+  try {
+    // 40 rounds; before each, the appender has appended once more (SQLite's
+    // one writer would otherwise let this loop starve it).
+    for (int i = 1; i <= 40; ++i) {
+      const int seen = appended;
+      const auto give_up = std::chrono::steady_clock::now() + 20s;
+      while (appended == seen && !appender_failed && std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::sleep_for(1ms);
+      }
+      const std::string id = std::to_string(i);
+      store.transaction([&] {
+        CHECK(store.dialogs().advance_cursor(d, last, id, at_minute(i)));
+        store.conversations().append(d, message(Role::assistant, "processed " + id));
+        store.dialogs().mark_checked(d);
+        store.reviews().suggest(d, reply(id, i, "reply " + id));
+      });
+      last = id;
+    }
+  } catch (const std::exception& e) {
+    worker_error = e.what();  // the thread must be joined before failing
+  }
+  stop = true;
+  appender.join();
+  CHECK(appender_error.empty());
+  CHECK(worker_error.empty());
+  CHECK(appended.load() >= 40);
+  CHECK(store.dialogs().get(d)->last_message_id == "40");
+}
+
+TEST_CASE("reviews: the PostgreSQL trigger finds its tables from any search_path") {
+  testing::TestDb db("postgresql");
+  if (!db.ready()) return;
+  auto store = db.open();
+  ConversationId d = new_dialog(store, new_user(store), "chat");
+  auto s = store.reviews().suggest(d, reply("1", 0, "hello"));
+  const std::string url = db.url();
+  const std::string schema = url.substr(url.find("search_path%3D") + 14);
+  // A session whose search_path does not name the schema, as a SQL tool's.
+  testing::raw_exec(db, "SET search_path TO public; INSERT INTO " + schema +
+                            ".messages (conversation_id, role, content, created_at, updated_at) "
+                            "VALUES (" +
+                            std::to_string(d) + ", 'user', 'hi', now(), now())");
+  CHECK(store.reviews().get(s.id)->status == ReviewStatus::superseded);
 }

@@ -36,7 +36,8 @@ class CONVSTORE_EXPORT SecretKey {
   // From exactly 32 raw bytes; Error(invalid_argument) otherwise.
   static SecretKey from_bytes(std::string_view bytes);
   // From the text to_base64() wrote (standard or URL-safe base64, with or
-  // without padding); Error(invalid_argument) when it is not 32 bytes of
+  // without padding; white space such as a trailing newline is skipped);
+  // Error(invalid_argument) when it is not 32 bytes of
   // base64. The message never repeats the text.
   static SecretKey from_base64(std::string_view text);
 
@@ -101,10 +102,16 @@ struct RotationResult {
 // whichever key each row is under (get() takes the keys to try).
 //
 // Thread safety: safe to use from many threads and processes at once.
+// What the seal does not cover: someone who can write to the database can
+// put back an older ciphertext of the same user and name (from a backup, or
+// from before a new sign-in), and it opens; the `active` flag and the
+// metadata are not sealed either. Protect write access to the database.
+//
 // Errors: throws convstore::Error. A secret under another key is
 // Error(invalid_argument) naming both key ids; a ciphertext that does not
 // authenticate (altered or damaged in the database) is Error(data_loss);
-// neither ever returns garbage. A call that throws has written nothing.
+// neither ever returns garbage. A call that throws has written nothing,
+// except rotate(), whose batches before the failing one stay committed.
 class CONVSTORE_EXPORT CredentialStore {
  public:
   // Largest secret: 64 KiB.
@@ -141,9 +148,10 @@ class CONVSTORE_EXPORT CredentialStore {
   // Re-encrypts every credential sealed under `from` with `to`, in
   // transactions of at most `batch` rows (1..10000), each row with a new
   // nonce. Every row is decrypted before it is rewritten: a row that does
-  // not authenticate stops the rotation with Error(data_loss) naming it,
-  // leaving the rows already rotated under `to` and the rest under `from`.
-  // Safe to run again; safe beside concurrent writers.
+  // not authenticate stops the rotation with Error(data_loss) naming it;
+  // its batch is rolled back, earlier batches stay under `to`, the rest
+  // under `from`. Remove or put() the damaged credential again, then run
+  // it again (it is safe to repeat); safe beside concurrent writers.
   RotationResult rotate(const SecretKey& from, const SecretKey& to, int batch = 500);
 
   // How many credentials each key id seals, active or not: after a rotation,

@@ -153,10 +153,12 @@ using SuggestionId = std::int64_t;
 //   superseded        replaced by a newer suggestion for the dialog, or
 //                     invalidated by a newer message in it (final)
 // Allowed moves:
-//   pending_approval -> approved (approve), rejected (reject),
+//   pending_approval -> approved (approve; or claim_to_send in an auto-send
+//                       dialog), rejected (reject),
 //                       superseded (suggest, invalidate, a stored user message)
 //   approved -> sent / failed (mark_sent / mark_failed, with the claim),
-//               superseded (suggest; not while a sender holds a live claim)
+//               superseded (suggest; not once a sender claimed it, until
+//               its outcome is recorded)
 //   failed   -> approved (retry), superseded (suggest)
 // Any other move is Error(conflict) naming the suggestion, its status and
 // the move. The open statuses are pending_approval, approved and failed:
@@ -241,8 +243,10 @@ struct PendingQuery {
 // outcome recorded with the old token is Error(conflict) (a stale claim). A
 // late outcome whose claim expired but was not taken over is still
 // recorded. suggest() refuses with Error(conflict) while the open
-// suggestion is claimed by a live lease (it is being sent): suggest again
-// once it is sent or failed, or its claim expires.
+// suggestion is claimed and its outcome not recorded, even past its lease
+// (the sender may still be delivering it; a crashed sender's reply is
+// claimed again by the next sender): suggest again once it is sent or
+// failed.
 //
 // Thread safety: safe to use from many threads and processes at once.
 // Errors: throws convstore::Error. A lookup that finds nothing returns

@@ -369,7 +369,8 @@ const char* const kMigration8Sqlite[] = {
 // PostgreSQL: a statement-level trigger over the inserted rows (a transition
 // table), so that a batch of messages costs one call, not one per row.
 const char* const kMigration8Postgresql[] = {
-    "CREATE FUNCTION convstore_messages_dialog_user() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "CREATE FUNCTION convstore_messages_dialog_user() RETURNS trigger LANGUAGE plpgsql "
+    "SET search_path FROM CURRENT AS $$ "
     "BEGIN "
     "UPDATE dialogs d SET new_message_at = GREATEST(d.new_message_at, n.at) "
     "FROM (SELECT conversation_id, MAX(created_at) AS at FROM new_messages WHERE role = 'user' "
