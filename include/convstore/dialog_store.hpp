@@ -226,7 +226,9 @@ struct PendingQuery {
 //    answers (same platform message id): in the same transaction, by a
 //    trigger, so any SQL insert counts too. Assistant, system and tool
 //    messages do not invalidate. Approved suggestions stay: the user
-//    decided to send them.
+//    decided to send them. The trigger knows the order in which messages
+//    are stored, not their platform times: store the messages a suggestion
+//    answers before suggest(), or storing them supersedes it.
 //
 // Auto-send dialogs: their pending suggestions need no approval.
 // ready_to_send() lists them with the approved ones, and claim_to_send()
