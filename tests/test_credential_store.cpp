@@ -91,7 +91,9 @@ TEST_CASE_TEMPLATE("credentials: put and get round-trip any bytes, stored only s
   CHECK(got->secret == kSession);
   CHECK(got->info.id == info.id);
 
-  const std::string binary("\0\x01\xff\xfe session \0 end", 21);
+  static const char kBinary[] = "\0\x01\xff\xfe session \0 end";
+  const std::string binary(kBinary, sizeof kBinary - 1);
+  CHECK(binary.size() == 18);
   creds.put(alice, "binary", binary, key);
   CHECK(creds.get(alice, "binary", key)->secret == binary);
 
