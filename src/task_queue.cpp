@@ -7,6 +7,7 @@
 #include <cmath>
 #include <random>
 
+#include "calendar_detail.hpp"
 #include "store_helpers.hpp"
 #include "store_impl.hpp"
 
@@ -14,6 +15,7 @@ namespace convstore {
 
 using detail::Backend;
 using detail::check_id;
+using detail::check_time;
 using detail::Connection;
 using detail::json_text;
 using detail::Sql;
@@ -160,22 +162,36 @@ Checked checked(const NewTask& n) {
                                                          n.max_attempts, TaskLimits::max_attempts));
   }
   c.max_attempts = n.max_attempts;
+  if (n.run_at) check_time(*n.run_at, "task run_at");
   c.run_at = n.run_at;
-  if (n.dedupe_key) check_id(*n.dedupe_key, "task dedupe key");
+  if (n.dedupe_key) {
+    check_id(*n.dedupe_key, "task dedupe key");
+    if (n.dedupe_key->compare(0, kSchedulePrefix.size(), kSchedulePrefix) == 0) {
+      throw Error(ErrorCode::invalid_argument,
+                  fmt::format("task dedupe key '{}': keys starting with '{}' are reserved for "
+                              "periodic schedules",
+                              *n.dedupe_key, kSchedulePrefix));
+    }
+  }
   c.dedupe_key = n.dedupe_key;
   return c;
 }
 
-// The error text as stored: valid UTF-8, cut at a character boundary.
+// The error text as stored: valid UTF-8, at most max_error_bytes; a longer
+// one is cut at a character boundary and ends in "...".
 std::string error_text(std::string_view error) {
   detail::check_text(error, "task error");
   if (error.size() <= TaskLimits::max_error_bytes) return std::string(error);
-  std::size_t cut = TaskLimits::max_error_bytes;
+  // Room for the "..." that marks the cut.
+  std::size_t cut = TaskLimits::max_error_bytes - 3;
   while (cut > 0 && (static_cast<unsigned char>(error[cut]) & 0xC0) == 0x80) --cut;
   return std::string(error.substr(0, cut)) + "...";
 }
 
 // ================================= rows ====================================
+
+// The end of the last_error a sweep writes.
+#define CS_SWEEP_ERROR " did not finish within its lease"
 
 #define CS_TASK_COLS                                                                            \
   "id, type, priority, status, payload, result, run_at, attempts, max_attempts, last_error, "   \
@@ -231,6 +247,10 @@ std::optional<Task> get_task(Connection& c, TaskId id) {
   return fetch_task(st);
 }
 
+bool ends_with(std::string_view s, std::string_view end) {
+  return s.size() >= end.size() && s.compare(s.size() - end.size(), end.size(), end) == 0;
+}
+
 // Why `lease` no longer holds task `id` (as found in `t`): not_found or
 // conflict, naming what happened to it.
 [[noreturn]] void refuse(const std::optional<Task>& t, TaskId id, std::int64_t lease,
@@ -246,6 +266,13 @@ std::optional<Task> get_task(Connection& c, TaskId id) {
       throw Error(ErrorCode::conflict, fmt::format("{}: the task was cancelled", prefix));
     case TaskStatus::completed:
     case TaskStatus::failed:
+      if (lease == t->lease && t->status == TaskStatus::failed && t->last_error &&
+          ends_with(*t->last_error, CS_SWEEP_ERROR)) {
+        throw Error(ErrorCode::conflict,
+                    fmt::format("{}: the lease expired and, as that was attempt {} of {}, the "
+                                "task was failed for good ({})",
+                                prefix, t->attempts, t->max_attempts, *t->last_error));
+      }
       if (lease == t->lease) {
         throw Error(ErrorCode::conflict,
                     fmt::format("{}: the task is already {}", prefix, to_string(t->status)));
@@ -304,7 +331,7 @@ Enqueued insert_task(Connection& c, const Checked& n, Timestamp t) {
 #define CS_SWEEP_SET                                                                   \
   "SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, " \
   "last_error = 'attempt ' || attempts || ' by worker ' || COALESCE(worker, '?') || "  \
-  "' did not finish within its lease', lease_expires_at = NULL, "
+  "'" CS_SWEEP_ERROR "', lease_expires_at = NULL, "
 #define CS_SWEEP_PG                                                                      \
   "UPDATE tasks " CS_SWEEP_SET                                                           \
   "finished_at = CASE WHEN attempts >= max_attempts THEN CAST(:t1 AS TIMESTAMPTZ) END, " \
@@ -315,35 +342,43 @@ const Sql kSweep{"UPDATE tasks INDEXED BY tasks_lease " CS_SWEEP_SET
                  ":t2 WHERE status = 'processing' AND lease_expires_at <= :t3",
                  CS_SWEEP_PG};
 
-// The claim for `types` type filters: on PostgreSQL one statement that
-// sweeps expired leases (kSweep's parameters first) and claims; on SQLite
-// the claim alone, run after kSweep in the same write transaction.
-// Parameters: worker, lease expiry, started_at, updated_at, due by, the
-// types, the limit.
-const std::string& claim_text(Backend b, std::size_t types) {
+// The claim for `types` type filters, run after kSweep (PostgreSQL: with
+// kSweep folded in front when `sweep`). The tasks to claim are picked
+// once, in a MATERIALIZED CTE on PostgreSQL, so that the planner can never
+// run the LIMIT ... FOR UPDATE SKIP LOCKED subquery twice.
+// Parameters: [PostgreSQL: the sweep's if `sweep`, then due by, the types,
+// the limit, then] worker, lease expiry, started_at, updated_at [SQLite:
+// then due by, the types, the limit].
+const std::string& claim_text(Backend b, std::size_t types, bool sweep) {
   static const auto texts = [] {
-    std::array<std::vector<std::string>, 2> out;
+    std::array<std::vector<std::string>, 3> out;
     for (std::size_t n = 0; n <= TaskLimits::max_claim_types; ++n) {
       std::string filter;
       for (std::size_t i = 0; i < n; ++i) {
         filter += fmt::format("{}:y{}", i == 0 ? " AND type IN (" : ", ", i);
       }
       if (n > 0) filter += ")";
-      const std::string claim = fmt::format(
+      const std::string set =
           "UPDATE tasks SET status = 'processing', attempts = attempts + 1, lease = lease + 1, "
-          "worker = :w, lease_expires_at = :e, started_at = :t4, updated_at = :t5 WHERE id IN "
-          "(SELECT id FROM tasks{{}} WHERE status = 'pending' AND run_at <= :t6{} ORDER BY "
-          "priority DESC, run_at, id LIMIT :n{{}}) RETURNING " CS_TASK_COLS,
+          "worker = :w, lease_expires_at = :e, started_at = :t4, updated_at = :t5 WHERE id IN ";
+      const std::string pick = fmt::format(
+          "SELECT id FROM tasks{{}} WHERE status = 'pending' AND run_at <= :t6{} ORDER BY "
+          "priority DESC, run_at, id LIMIT :n",
           filter);
       // SQLite, without statistics, would rather read every pending task
       // through tasks_status and sort them.
-      out[0].push_back(fmt::format(fmt::runtime(claim), " INDEXED BY tasks_due", ""));
-      out[1].push_back("WITH swept AS (" CS_SWEEP_PG " RETURNING id) " +
-                       fmt::format(fmt::runtime(claim), "", " FOR UPDATE SKIP LOCKED"));
+      out[0].push_back(set + "(" + fmt::format(fmt::runtime(pick), " INDEXED BY tasks_due") +
+                       ") RETURNING " CS_TASK_COLS);
+      const std::string pg = "picked AS MATERIALIZED (" + fmt::format(fmt::runtime(pick), "") +
+                             " FOR UPDATE SKIP LOCKED) " + set +
+                             "(SELECT id FROM picked) RETURNING " CS_TASK_COLS;
+      out[1].push_back("WITH " + pg);
+      out[2].push_back("WITH swept AS (" CS_SWEEP_PG " RETURNING id), " + pg);
     }
     return out;
   }();
-  return texts[b == Backend::postgresql ? 1 : 0][types];
+  if (b != Backend::postgresql) return texts[0][types];
+  return texts[sweep ? 2 : 1][types];
 }
 
 // ============================== schedules ==================================
@@ -385,7 +420,11 @@ void bind_schedule(Stmt& st, ScheduleRow& r) {
 }
 
 TaskSchedule decoded(ScheduleRow& r) {
-  r.s.task.priority = static_cast<TaskPriority>(std::clamp(r.priority, 0, 2));
+  if (r.priority < 0 || r.priority > 2) {
+    throw Error(ErrorCode::internal,
+                fmt::format("schedule '{}' has priority {} in the database", r.s.name, r.priority));
+  }
+  r.s.task.priority = static_cast<TaskPriority>(r.priority);
   r.s.task.run_at = r.s.anchor;
   r.s.interval = std::chrono::milliseconds(r.interval_ms);
   return std::move(r.s);
@@ -475,16 +514,27 @@ std::vector<Task> TaskQueue::claim(std::string_view worker, const ClaimOptions& 
                             TaskLimits::max_claim_types));
   }
   for (const auto& type : o.types) check_id(type, "task type", 100);
-  const std::string& text = claim_text(impl_->backend(), o.types.size());
+  const Backend backend = impl_->backend();
 
-  auto run = [&](Connection& c, Timestamp t) {
-    Stmt st(c, text);
-    if (c.backend() == Backend::postgresql) st.in(t).in(t).in(t);
-    st.in(worker).in(t + o.lease).in(t).in(t).in(t);
-    for (const auto& type : o.types) st.in(type);
-    st.in(o.max);
-    auto tasks = fetch_tasks(st);
-    // RETURNING keeps no order.
+  // Claims up to `max` tasks due at `t`; on PostgreSQL, with `sweep`, in the
+  // statement that sweeps expired leases first.
+  auto run = [&](Connection& c, Timestamp t, std::size_t max, bool sweep) {
+    Stmt st(c, claim_text(backend, o.types.size(), sweep));
+    auto filter = [&] {
+      st.in(t);
+      for (const auto& type : o.types) st.in(type);
+      st.in(max);
+    };
+    if (backend == Backend::postgresql) {
+      if (sweep) st.in(t).in(t).in(t);
+      filter();
+    }
+    st.in(worker).in(t + o.lease).in(t).in(t);
+    if (backend != Backend::postgresql) filter();
+    return fetch_tasks(st);
+  };
+  // RETURNING keeps no order.
+  auto in_order = [](std::vector<Task> tasks) {
     std::sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) {
       if (a.priority != b.priority) return a.priority > b.priority;
       if (a.run_at != b.run_at) return a.run_at < b.run_at;
@@ -493,20 +543,31 @@ std::vector<Task> TaskQueue::claim(std::string_view worker, const ClaimOptions& 
     return tasks;
   };
   const Op op{"claim tasks"};
-  if (impl_->backend() == Backend::postgresql) {
-    // Sweep and claim in one statement, atomic on its own.
-    return impl_->single(op, [&](Connection& c) { return run(c, now()); });
+  if (backend == Backend::postgresql) {
+    // Sweep and claim in one statement, atomic on its own. Both parts see
+    // one snapshot, so the claim cannot take the tasks the sweep put back:
+    // when it found fewer than `max`, a second statement (a new snapshot)
+    // claims from what is pending now, those included.
+    auto tasks = impl_->single(op, [&](Connection& c) { return run(c, now(), o.max, true); });
+    if (tasks.size() >= o.max) return in_order(std::move(tasks));
+    auto more = impl_->single(
+        op, [&](Connection& c) { return run(c, now(), o.max - tasks.size(), false); });
+    tasks.insert(tasks.end(), more.begin(), more.end());
+    return in_order(std::move(tasks));
   }
-  // SQLite: the write transaction (BEGIN IMMEDIATE) makes this process the
-  // only writer, so no other claim can pick the same rows.
+  // A write transaction: the sweep, then the claim (which sees what the
+  // sweep put back). On SQLite BEGIN IMMEDIATE makes this process the only
+  // writer, so no other claim can pick the same rows; on PostgreSQL the
+  // claim skips rows other claims have locked.
   return impl_->write(op, [&](Connection& c) {
     const Timestamp t = now();
     Stmt(c, kSweep).in(t).in(t).in(t).one();
-    return run(c, t);
+    return in_order(run(c, t, o.max, false));
   });
 }
 
 std::int64_t TaskQueue::requeue_expired(Timestamp at) {
+  check_time(at, "requeue_expired time");
   return impl_->single(Op{"requeue expired tasks"}, [&](Connection& c) {
     const Timestamp t = now();
     Stmt st(c, kSweep);
@@ -661,6 +722,7 @@ TaskCounts TaskQueue::counts() {
 }
 
 std::int64_t TaskQueue::purge_finished(Timestamp older_than) {
+  check_time(older_than, "purge_finished time");
   static const Sql q{
       "DELETE FROM tasks WHERE finished_at < :t AND status IN ('completed', 'failed', "
       "'cancelled')"};
@@ -702,18 +764,27 @@ TaskSchedule TaskQueue::schedule(std::string_view name, const NewTask& task,
       "RETURNING " CS_SCHED_COLS};
   return impl_->write(Op{"schedule task"}, [&](Connection& c) {
     const Timestamp t = now();
-    Stmt ins(c, insert);
-    ins.in(name).in(n.type).in(n.priority).in(n.payload).in(n.max_attempts);
-    ins.in(static_cast<long long>(interval.count())).in(anchor).in(first_slot(anchor, iv, t));
-    ins.in(t).in(t);
-    if (auto s = fetch_schedule(ins)) return *s;
-    std::optional<Timestamp> last_run;
-    Stmt(c, last).in(name).out(last_run).one();
-    const Timestamp next = last_run ? slot_after(anchor, iv, *last_run) : first_slot(anchor, iv, t);
-    Stmt up(c, update);
-    up.in(n.type).in(n.priority).in(n.payload).in(n.max_attempts);
-    up.in(static_cast<long long>(interval.count())).in(anchor).in(next).in(t).in(name);
-    return *fetch_schedule(up);
+    // Insert, or lock and replace the existing row. On PostgreSQL that row
+    // may be deleted between the two (unschedule() committing while the
+    // SELECT waited for its lock): then the insert is tried again.
+    for (int round = 0; round < 16; ++round) {
+      Stmt ins(c, insert);
+      ins.in(name).in(n.type).in(n.priority).in(n.payload).in(n.max_attempts);
+      ins.in(static_cast<long long>(interval.count())).in(anchor).in(first_slot(anchor, iv, t));
+      ins.in(t).in(t);
+      if (auto s = fetch_schedule(ins)) return *s;
+      std::optional<Timestamp> last_run;
+      if (!Stmt(c, last).in(name).out(last_run).one()) continue;
+      const Timestamp next =
+          last_run ? slot_after(anchor, iv, *last_run) : first_slot(anchor, iv, t);
+      Stmt up(c, update);
+      up.in(n.type).in(n.priority).in(n.payload).in(n.max_attempts);
+      up.in(static_cast<long long>(interval.count())).in(anchor).in(next).in(t).in(name);
+      if (auto s = fetch_schedule(up)) return *s;
+    }
+    throw Error(
+        ErrorCode::aborted,
+        fmt::format("schedule '{}' kept being created and removed concurrently; retry", name));
   });
 }
 
@@ -740,6 +811,7 @@ std::vector<TaskSchedule> TaskQueue::schedules() {
 }
 
 std::int64_t TaskQueue::run_periodic(Timestamp at) {
+  check_time(at, "run_periodic time");
   // Most calls find nothing due: a plain read, no write transaction.
   static const Sql any{"SELECT COUNT(*) FROM task_schedules WHERE next_run_at <= :a"};
   const bool due = impl_->read(Op{"run periodic tasks"}, [&](Connection& c) {

@@ -23,7 +23,8 @@
 //       (THREADS workers named NAME/i claim tasks with a 30 s lease, work
 //       1 ms on each and complete them with {"worker": NAME/i} until none is pending;
 //       appends "ready NAME" to the file OUT when it starts, then "claim ID
-//       LEASE WORKER" and "done ID WORKER" lines when it ends)
+//       LEASE WORKER" and "done ID WORKER" lines when it ends; gives up with
+//       exit 1 after 120 s, so that it never outlives a failed test for long)
 //   convstore_test_helper periodic URL AT_US COUNT OUT
 //       (COUNT calls of run_periodic(AT_US); appends how many tasks they
 //       created to the file OUT)
@@ -36,6 +37,7 @@
 #include <iostream>
 #include <mutex>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,6 +95,7 @@ int main(int argc, char** argv) {
       std::ofstream(argv[5], std::ios::app) << "ready " << name << std::endl;
       std::mutex mu;
       std::ostringstream log;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
       auto work = [&](const std::string& worker) {
         auto& q = store.tasks();
         convstore::ClaimOptions o;
@@ -102,6 +105,9 @@ int main(int argc, char** argv) {
           auto claimed = q.claim(worker, o);
           if (claimed.empty()) {
             if (q.counts().pending == 0) return;
+            if (std::chrono::steady_clock::now() > deadline) {
+              throw std::runtime_error("gave up after 120 s with tasks still pending");
+            }
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
             continue;
           }

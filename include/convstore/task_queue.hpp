@@ -43,7 +43,8 @@ CONVSTORE_EXPORT TaskStatus parse_task_status(std::string_view s);
 struct TaskLimits {
   // A payload or a result, as JSON text.
   static constexpr std::size_t max_json_bytes = 1024 * 1024;
-  // A last error longer than this is cut (at a character boundary).
+  // A last error longer than this is cut at a character boundary to at
+  // most this many bytes, the last three of them "...".
   static constexpr std::size_t max_error_bytes = 8 * 1024;
   static constexpr int max_attempts = 1000;
   static constexpr std::size_t max_claim = 1000;
@@ -86,14 +87,14 @@ struct NewTask {
   TaskPriority priority = TaskPriority::normal;
   // Any JSON value up to TaskLimits::max_json_bytes as text (null: {}).
   Json payload = Json::object();
-  // Not claimed before this time; default: due now.
+  // Not claimed before this time (years 0001..9999); default: due now.
   std::optional<Timestamp> run_at;
   // Claims before the task fails for good: 1..1000.
   int max_attempts = 5;
   // While a pending or processing task has this key, enqueueing another
   // with it returns that task instead (Enqueued::created false). Free again
-  // once it is finished. 1..200 characters; "schedule:" keys are the ones
-  // periodic schedules use.
+  // once it is finished. 1..200 characters; keys starting with "schedule:"
+  // are reserved for periodic schedules (Error(invalid_argument)).
   std::optional<std::string> dedupe_key;
 };
 
@@ -149,9 +150,13 @@ struct TaskSchedule {
   NewTask task;  // the template (its run_at is the anchor)
   std::chrono::milliseconds interval{};
   Timestamp anchor{};
-  Timestamp next_run_at{};               // the start of the next slot to run
-  std::optional<Timestamp> last_run_at;  // the start of the last slot that ran
-  std::optional<TaskId> last_task_id;    // the task that slot enqueued (or found)
+  Timestamp next_run_at{};  // the start of the next slot to run
+  // The start of the last slot that ran: run_periodic() handled it, whether
+  // it enqueued a task or found the schedule's previous task still pending
+  // or processing and enqueued nothing.
+  std::optional<Timestamp> last_run_at;
+  // The task that slot enqueued, or the unfinished one it found.
+  std::optional<TaskId> last_task_id;
   Timestamp created_at{};
   Timestamp updated_at{};
 };
@@ -172,6 +177,14 @@ struct TaskSchedule {
 // each other's rows instead of waiting), SQLite claims inside a write
 // transaction (one writer at a time).
 //
+// Clocks: a lease expires by the clock of the caller that checks it (the
+// claim or requeue_expired() that sweeps it), against a lease_expires_at set
+// by the clock of the worker that claimed or extended it. Workers on several
+// hosts need synchronized clocks (NTP): fencing still keeps a worker whose
+// clock runs ahead from overwriting anyone's work, but it may take over a
+// lease that is still live by the holder's clock, so both then work on the
+// task until the old holder's next heartbeat, complete or fail is refused.
+//
 // Thread safety: safe to use from many threads and processes at once;
 // returned values are copies the caller owns.
 // Errors: throws convstore::Error. Bad input is Error(invalid_argument) and
@@ -189,8 +202,10 @@ class CONVSTORE_EXPORT TaskQueue {
   // Claims up to options.max due tasks for `worker` (a name for
   // monitoring, 1..200 characters): each moves to processing with
   // attempts + 1, a new lease number and a lease until now + options.lease.
-  // First re-queues the tasks whose lease expired (see requeue_expired).
-  // Returns them by priority, then run_at, then id; empty when none is due.
+  // First re-queues the tasks whose lease expired (see requeue_expired),
+  // and takes those too: a task whose lease expired is claimed by the very
+  // next claim, on both backends. Returns them by priority, then run_at,
+  // then id; empty when none is due.
   std::vector<Task> claim(std::string_view worker, const ClaimOptions& options = {});
 
   // Extends the lease to now + `lease` (10 ms .. 24 h) and returns the task.
@@ -201,7 +216,8 @@ class CONVSTORE_EXPORT TaskQueue {
   // Marks the task completed with `result` (any JSON up to 1 MiB as text;
   // null: none). Throws Error(conflict) like heartbeat.
   Task complete(TaskId id, std::int64_t lease_number, const Json& result = nullptr);
-  // Records a failed attempt with `error` (valid UTF-8; cut at 8 KiB). With
+  // Records a failed attempt with `error` (valid UTF-8; cut to at most
+  // TaskLimits::max_error_bytes, 8 KiB, ending in "..."). With
   // attempts left and policy.retry the task goes back to pending, due after
   // the policy's backoff; otherwise it fails for good. Returns the task.
   // Throws Error(conflict) like heartbeat.
@@ -225,11 +241,11 @@ class CONVSTORE_EXPORT TaskQueue {
   // one is Error(conflict).
   Task cancel(TaskId id);
 
-  // Puts the processing tasks whose lease expired before `at` back to
-  // pending (keeping their run_at, so they come first among their
-  // priority), or fails them for good when they have used all their
-  // attempts (their worker probably died on them); returns how many. claim()
-  // does this itself; call it from a monitor to recover without claiming.
+  // Puts the processing tasks whose lease expired at or before `at`
+  // (lease_expires_at <= at; years 0001..9999) back to pending (keeping their run_at, so they come
+  // first among their priority), or fails them for good when they have used all their attempts
+  // (their worker probably died on them); returns how many. claim() does this itself; call it from
+  // a monitor to recover without claiming.
   std::int64_t requeue_expired(Timestamp at = now());
 
   // The task, or std::nullopt.
@@ -240,15 +256,17 @@ class CONVSTORE_EXPORT TaskQueue {
   // How many tasks are in each status.
   TaskCounts counts();
   // Deletes completed, failed and cancelled tasks that finished before
-  // `older_than`; returns how many.
+  // `older_than` (years 0001..9999); returns how many.
   std::int64_t purge_finished(Timestamp older_than);
 
   // ---- periodic tasks ----
 
   // Creates or replaces the schedule `name` (1..200 characters): one task
   // like `task` every `interval` (1 s .. 366 days). task.run_at anchors the
-  // slots (default: the Unix epoch, so every 30 minutes means at :00 and
-  // :30 UTC); task.dedupe_key must be empty. A new schedule's current slot
+  // slots (years 0001..9999; default: the Unix epoch, so every 30 minutes
+  // means at :00 and :30 UTC); task.dedupe_key must be empty: the tasks of
+  // the schedule use "schedule:<name>" (up to 209 characters, the one key
+  // allowed past 200). A new schedule's current slot
   // is due at once; a replaced one continues after the last slot it ran.
   TaskSchedule schedule(std::string_view name, const NewTask& task,
                         std::chrono::milliseconds interval);
@@ -257,7 +275,7 @@ class CONVSTORE_EXPORT TaskQueue {
   // The schedules, by name.
   std::vector<TaskSchedule> schedules();
   // Enqueues one task for each schedule whose next slot has started by
-  // `at`, and returns how many it created. Call it from every worker loop:
+  // `at` (years 0001..9999), and returns how many it created. Call it from every worker loop:
   // however many threads and processes call it at once, a slot is enqueued
   // once. Slots missed while nobody called run as one (the latest); a slot
   // whose schedule still has a pending or processing task enqueues nothing
