@@ -98,18 +98,11 @@ Agent decoded(detail::AgentRow& r) {
 }
 
 std::optional<Agent> fetch_agent(Stmt& s) {
-  detail::AgentRow r;
-  bind_agent_row(s, r);
-  if (!s.one()) return std::nullopt;
-  return decoded(r);
+  return detail::fetch_one_decoded<detail::AgentRow>(s, bind_agent_row, decoded);
 }
 
 std::vector<Agent> fetch_agents(Stmt& s) {
-  std::vector<Agent> out;
-  detail::AgentRow r;
-  bind_agent_row(s, r);
-  while (s.next()) out.push_back(decoded(r));
-  return out;
+  return detail::fetch_all_decoded<detail::AgentRow>(s, bind_agent_row, decoded);
 }
 
 const Sql kGetAgent{"SELECT " CS_AGENT_COLS " FROM agents WHERE id = :id"};

@@ -187,19 +187,14 @@ Dialog decoded(DialogRow& r) {
   return std::move(r.d);
 }
 
+Dialog decode_dialog(DialogRow& r) { return decoded(r); }
+
 std::optional<Dialog> fetch_dialog(Stmt& st) {
-  DialogRow r;
-  bind_dialog(st, r);
-  if (!st.one()) return std::nullopt;
-  return decoded(r);
+  return detail::fetch_one_decoded<DialogRow>(st, bind_dialog, decode_dialog);
 }
 
 std::vector<Dialog> fetch_dialogs(Stmt& st) {
-  std::vector<Dialog> out;
-  DialogRow r;
-  bind_dialog(st, r);
-  while (st.next()) out.push_back(decoded(r));
-  return out;
+  return detail::fetch_all_decoded<DialogRow>(st, bind_dialog, decode_dialog);
 }
 
 const Sql kGetDialog{"SELECT " CS_DIALOG_COLS CS_DIALOG_FROM " WHERE d.conversation_id = :id"};
@@ -237,20 +232,14 @@ Suggestion decoded(SuggestionRow& r) {
   return std::move(r.s);
 }
 
+Suggestion decode_suggestion(SuggestionRow& r) { return decoded(r); }
+
 std::optional<Suggestion> fetch_suggestion(Stmt& st) {
-  SuggestionRow r;
-  bind_suggestion(st, r);
-  if (!st.one()) return std::nullopt;
-  return decoded(r);
+  return detail::fetch_one_decoded<SuggestionRow>(st, bind_suggestion, decode_suggestion);
 }
 
 std::vector<Suggestion> fetch_suggestions(Stmt& st, std::size_t expected = 0) {
-  std::vector<Suggestion> out;
-  out.reserve(expected);
-  SuggestionRow r;
-  bind_suggestion(st, r);
-  while (st.next()) out.push_back(decoded(r));
-  return out;
+  return detail::fetch_all_decoded<SuggestionRow>(st, bind_suggestion, decode_suggestion, expected);
 }
 
 const Sql kGetSuggestion{"SELECT " CS_SUGGESTION_COLS " FROM review_items WHERE id = :id"};

@@ -49,6 +49,29 @@ std::vector<T> fetch_all(Stmt& s, std::size_t expected = 0) {
   return rows;
 }
 
+// For values read through a row type of their own (columns kept as text
+// until they are decoded): `bind(s, row)` binds the columns to a Row,
+// `decode(row)` turns a fetched row into the value.
+template <class Row, class Bind, class Decode>
+auto fetch_one_decoded(Stmt& s, Bind bind, Decode decode)
+    -> std::optional<decltype(decode(std::declval<Row&>()))> {
+  Row row;
+  bind(s, row);
+  if (!s.one()) return std::nullopt;
+  return decode(row);
+}
+
+template <class Row, class Bind, class Decode>
+auto fetch_all_decoded(Stmt& s, Bind bind, Decode decode, std::size_t expected = 0)
+    -> std::vector<decltype(decode(std::declval<Row&>()))> {
+  std::vector<decltype(decode(std::declval<Row&>()))> out;
+  out.reserve(expected);
+  Row row;
+  bind(s, row);
+  while (s.next()) out.push_back(decode(row));
+  return out;
+}
+
 inline void check_opt(const std::optional<std::string>& v, std::string_view what) {
   if (v) check_text(*v, what);
 }

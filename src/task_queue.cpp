@@ -222,19 +222,14 @@ Task decoded(Row& r) {
   return std::move(r.t);
 }
 
+Task decode_task(Row& r) { return decoded(r); }
+
 std::optional<Task> fetch_task(Stmt& st) {
-  Row r;
-  bind_row(st, r);
-  if (!st.one()) return std::nullopt;
-  return decoded(r);
+  return detail::fetch_one_decoded<Row>(st, bind_row, decode_task);
 }
 
 std::vector<Task> fetch_tasks(Stmt& st) {
-  std::vector<Task> out;
-  Row r;
-  bind_row(st, r);
-  while (st.next()) out.push_back(decoded(r));
-  return out;
+  return detail::fetch_all_decoded<Row>(st, bind_row, decode_task);
 }
 
 const Sql kGet{"SELECT " CS_TASK_COLS " FROM tasks WHERE id = :id"};
@@ -430,11 +425,10 @@ TaskSchedule decoded(ScheduleRow& r) {
   return std::move(r.s);
 }
 
+TaskSchedule decode_schedule(ScheduleRow& r) { return decoded(r); }
+
 std::optional<TaskSchedule> fetch_schedule(Stmt& st) {
-  ScheduleRow r;
-  bind_schedule(st, r);
-  if (!st.one()) return std::nullopt;
-  return decoded(r);
+  return detail::fetch_one_decoded<ScheduleRow>(st, bind_schedule, decode_schedule);
 }
 
 std::string schedule_key(std::string_view name) {
@@ -801,12 +795,8 @@ bool TaskQueue::unschedule(std::string_view name) {
 std::vector<TaskSchedule> TaskQueue::schedules() {
   static const Sql q{"SELECT " CS_SCHED_COLS " FROM task_schedules ORDER BY name"};
   return impl_->read(Op{"list schedules"}, [&](Connection& c) {
-    std::vector<TaskSchedule> out;
-    ScheduleRow r;
     Stmt st(c, q);
-    bind_schedule(st, r);
-    while (st.next()) out.push_back(decoded(r));
-    return out;
+    return detail::fetch_all_decoded<ScheduleRow>(st, bind_schedule, decode_schedule);
   });
 }
 

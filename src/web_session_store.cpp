@@ -199,10 +199,7 @@ WebSession decoded(Row& r, Timestamp at) {
 }
 
 std::optional<WebSession> fetch_session(Stmt& st, Timestamp at) {
-  Row r;
-  bind_row(st, r);
-  if (!st.one()) return std::nullopt;
-  return decoded(r, at);
+  return detail::fetch_one_decoded<Row>(st, bind_row, [at](Row& r) { return decoded(r, at); });
 }
 
 // Serializes, per user, the writes that rotate or revoke sessions (refresh,
@@ -453,13 +450,9 @@ std::vector<WebSession> WebSessionStore::list(UserId user) {
                      "ORDER BY created_at DESC, id DESC"};
   const Timestamp t = now();
   return impl_->read(Op{"list web sessions", "user", user}, [&](Connection& c) {
-    std::vector<WebSession> out;
-    Row r;
     Stmt st(c, q);
     st.in(user).in(t);
-    bind_row(st, r);
-    while (st.next()) out.push_back(decoded(r, t));
-    return out;
+    return detail::fetch_all_decoded<Row>(st, bind_row, [t](Row& r) { return decoded(r, t); });
   });
 }
 
