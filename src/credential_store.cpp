@@ -23,14 +23,6 @@ using detail::Stmt;
 
 SecretKey::SecretKey() { ensure_sodium(); }
 
-SecretKey::SecretKey(const SecretKey& other) : bytes_(other.bytes_), id_(other.id_) {}
-
-SecretKey& SecretKey::operator=(const SecretKey& other) {
-  bytes_ = other.bytes_;
-  id_ = other.id_;
-  return *this;
-}
-
 SecretKey::~SecretKey() { sodium_memzero(bytes_.data(), bytes_.size()); }
 
 SecretKey SecretKey::generate() {
@@ -223,13 +215,7 @@ CredentialInfo CredentialStore::put(UserId user, std::string_view name, std::str
                 fmt::format("a credential secret is 1 .. {} bytes, not {}", max_secret_bytes,
                             secret.size()));
   }
-  if (!metadata.is_null() && !metadata.is_object()) {
-    throw Error(
-        ErrorCode::invalid_argument,
-        fmt::format("credential metadata must be a JSON object, not {}", metadata.type_name()));
-  }
-  const std::string md =
-      json_text(metadata.is_null() ? Json::object() : metadata, "credential metadata");
+  const std::string md = detail::object_text(metadata, "credential metadata");
   const Sealed s = seal(secret, user, name, key);
   static const Sql q{
       "INSERT INTO credentials (user_id, name, algorithm, key_id, nonce, ciphertext, active, "
@@ -341,10 +327,8 @@ std::map<std::string, std::int64_t> CredentialStore::key_usage() {
 // ================================ rotation =================================
 
 RotationResult CredentialStore::rotate(const SecretKey& from, const SecretKey& to, int batch) {
-  if (batch < 1 || batch > 10000) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("rotation batch size {} is outside 1 .. 10000", batch));
-  }
+  detail::check_count(batch < 1 ? 0 : static_cast<std::size_t>(batch), 10000,
+                      "rotation batch size");
   if (from.id() == to.id()) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("rotation from key {} to the same key", from.id()));

@@ -142,13 +142,6 @@ void check_note(std::string_view text, std::string_view what) {
   }
 }
 
-void check_limit(std::size_t limit, std::string_view what) {
-  if (limit == 0 || limit > kMaxLimit) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{} {} is outside 1..{}", what, limit, kMaxLimit));
-  }
-}
-
 void check_dialog_type(DialogType t) {
   if (to_string(t) == "?")
     throw Error(ErrorCode::invalid_argument, "dialog type is outside the set");
@@ -439,7 +432,7 @@ std::vector<Dialog> DialogStore::due(std::chrono::seconds interval, std::size_t 
         ErrorCode::invalid_argument,
         fmt::format("dialog check interval of {} s is outside 0 .. 366 days", interval.count()));
   }
-  check_limit(limit, "due dialogs limit");
+  detail::check_count(limit, kMaxLimit, "due dialogs limit");
   // Two index ranges of the enabled dialogs: not checked since the cut
   // (dialogs_due_check), and given a user message since their check
   // (dialogs_due_new).
@@ -529,7 +522,7 @@ std::optional<Suggestion> ReviewQueue::current(ConversationId conversation) {
 }
 
 std::vector<Suggestion> ReviewQueue::history(ConversationId conversation, std::size_t limit) {
-  check_limit(limit, "suggestion history limit");
+  detail::check_count(limit, kMaxLimit, "suggestion history limit");
   static const Sql q{"SELECT " CS_SUGGESTION_COLS
                      " FROM review_items WHERE conversation_id = :c ORDER BY id DESC LIMIT :n"};
   return impl_->read(Op{"list suggestions", "conversation", conversation}, [&](Connection& c) {
@@ -540,7 +533,7 @@ std::vector<Suggestion> ReviewQueue::history(ConversationId conversation, std::s
 }
 
 Page<Suggestion> ReviewQueue::pending(UserId user, const PendingQuery& pq) {
-  check_limit(pq.limit, "pending suggestions page size");
+  detail::check_count(pq.limit, kMaxLimit, "pending suggestions page size");
   std::optional<std::pair<Timestamp, long long>> after;
   if (!pq.cursor.empty()) after = detail::parse_time_cursor("p1", pq.cursor);
   // review_items_pending: (user_id, created_at, id) of the pending ones.
@@ -648,7 +641,7 @@ namespace {
 }  // namespace
 
 std::vector<Suggestion> ReviewQueue::ready_to_send(std::size_t limit) {
-  check_limit(limit, "ready suggestions limit");
+  detail::check_count(limit, kMaxLimit, "ready suggestions limit");
   static const Sql q{"SELECT " CS_SUGGESTION_COLS " FROM review_items WHERE " CS_READY_WHERE
                      " ORDER BY id LIMIT :n"};
   return impl_->read(Op{"list suggestions ready to send"}, [&](Connection& c) {
@@ -661,7 +654,7 @@ std::vector<Suggestion> ReviewQueue::ready_to_send(std::size_t limit) {
 std::vector<Suggestion> ReviewQueue::claim_to_send(std::string_view sender, std::size_t max,
                                                    std::chrono::milliseconds lease) {
   detail::check_id(sender, "sender");
-  check_limit(max, "claim batch size");
+  detail::check_count(max, kMaxLimit, "claim batch size");
   if (lease.count() <= 0 || lease > kMaxLease) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("claim lease of {} ms is outside 1 ms .. 1 day", lease.count()));

@@ -27,6 +27,21 @@ bool has_nul(const Json& j) {
 
 }  // namespace
 
+std::string object_text(const Json& j, std::string_view what) {
+  if (j.is_null()) return "{}";
+  if (!j.is_object()) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{} must be a JSON object, not {}", what, j.type_name()));
+  }
+  return json_text(j, what);
+}
+
+void check_count(std::size_t n, std::size_t max, std::string_view what) {
+  if (n < 1 || n > max) {
+    throw Error(ErrorCode::invalid_argument, fmt::format("{} {} is outside 1 .. {}", what, n, max));
+  }
+}
+
 std::string json_text(const Json& j, std::string_view what) {
   std::string text;
   try {

@@ -85,6 +85,13 @@ inline std::optional<std::string> cleared(const std::string& v) {
 // JSON as stored text. Invalid UTF-8 inside, or a NUL character (which
 // PostgreSQL's JSONB refuses), is invalid_argument on both backends.
 std::string json_text(const Json& j, std::string_view what);
+// The text of a JSON object field (metadata, device info): null is {};
+// anything but an object is invalid_argument naming `what`.
+std::string object_text(const Json& j, std::string_view what);
+
+// A count the caller chose (a page size, a batch): 1..max, else
+// Error(invalid_argument) naming `what`.
+void check_count(std::size_t n, std::size_t max, std::string_view what);
 
 // Keyset cursors over (time, id): "<prefix>.<microseconds>.<id>". The prefix
 // names the listing (and its version), so a cursor from another listing is

@@ -497,10 +497,7 @@ std::vector<Enqueued> TaskQueue::enqueue_many(const std::vector<NewTask>& tasks)
 
 std::vector<Task> TaskQueue::claim(std::string_view worker, const ClaimOptions& o) {
   check_id(worker, "worker name");
-  if (o.max < 1 || o.max > TaskLimits::max_claim) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("claim of {} tasks is outside 1 .. {}", o.max, TaskLimits::max_claim));
-  }
+  detail::check_count(o.max, TaskLimits::max_claim, "claim batch size");
   check_lease(o.lease);
   if (o.types.size() > TaskLimits::max_claim_types) {
     throw Error(ErrorCode::invalid_argument,
@@ -661,10 +658,7 @@ std::optional<Task> TaskQueue::get(TaskId id) {
 }
 
 std::vector<Task> TaskQueue::list(const TaskFilter& f, std::size_t limit) {
-  if (limit < 1 || limit > 1000) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("task list limit {} is outside 1 .. 1000", limit));
-  }
+  detail::check_count(limit, 1000, "task list limit");
   if (f.type) check_id(*f.type, "task type", 100);
   if (f.status && to_string(*f.status) == "?") {
     throw Error(ErrorCode::invalid_argument, "task status is outside the set");

@@ -137,15 +137,6 @@ void check_ttl(std::chrono::seconds ttl, std::string_view what) {
   }
 }
 
-Json object_or_empty(const Json& j, std::string_view what) {
-  if (j.is_null()) return Json::object();
-  if (!j.is_object()) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("{} must be a JSON object, not {}", what, j.type_name()));
-  }
-  return j;
-}
-
 bool live_status(SessionStatus s) {
   return s == SessionStatus::pending || s == SessionStatus::authenticated;
 }
@@ -278,10 +269,8 @@ IssuedSession WebSessionStore::issue(UserId user, const NewWebSession& n) {
         ErrorCode::invalid_argument,
         fmt::format("a session is issued pending or authenticated, not {}", to_string(n.status)));
   }
-  const std::string metadata =
-      json_text(object_or_empty(n.metadata, "session metadata"), "session metadata");
-  const std::string device =
-      json_text(object_or_empty(n.device_info, "session device info"), "session device info");
+  const std::string metadata = detail::object_text(n.metadata, "session metadata");
+  const std::string device = detail::object_text(n.device_info, "session device info");
   ensure_sodium();
   Fresh f;
   try {

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   store.tasks().run_periodic();
   for (const Task& task : store.tasks().claim("worker-1")) {
     for (const Dialog& d : store.dialogs().due(30min)) {
-      auto signed_in = store.credentials().get(user.id, "telegram", key);  // Telegram login
+      auto signed_in = store.credentials().get(*d.user_id, "telegram", key);  // Telegram login
       auto messages = fetch_recent_messages(*d.chat_id);
       const TelegramMessage& newest = messages.back();
       if (!signed_in || d.last_message_id == newest.id) {

@@ -41,8 +41,8 @@ class CONVSTORE_EXPORT SecretKey {
   // base64. The message never repeats the text.
   static SecretKey from_base64(std::string_view text);
 
-  SecretKey(const SecretKey& other);
-  SecretKey& operator=(const SecretKey& other);
+  SecretKey(const SecretKey& other) = default;
+  SecretKey& operator=(const SecretKey& other) = default;
   ~SecretKey();
 
   // The key as standard base64 (44 characters). Treat it as a secret.
