@@ -43,11 +43,6 @@ void read_row(Stmt& s, Conversation& c) {
   s.out(c.metadata).out(c.created_at).out(c.updated_at);
 }
 
-#define CS_MSG_COLS                                                                  \
-  "id, conversation_id, role, kind, content, agent, model, token_count, tool_name, " \
-  "tool_args, tool_call_id, platform_message_id, reply_to_platform_id, client_key, " \
-  "complete, metadata, created_at, updated_at"
-
 void read_row(Stmt& s, Message& m) {
   s.out(m.id).out(m.conversation_id).out(m.role).out(m.kind).out(m.content).out(m.agent);
   s.out(m.model).out(m.token_count).out(m.tool_name).out(m.tool_args).out(m.tool_call_id);

@@ -20,6 +20,7 @@ set(CONVSTORE_SOURCES
   src/calendar_time.cpp
   src/icalendar.cpp
   src/conversation_store.cpp
+  src/conversation_search.cpp
   src/credential_store.cpp
   src/crypto.cpp
   src/dialog_store.cpp

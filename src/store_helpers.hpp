@@ -16,6 +16,12 @@
 #include "db/codec.hpp"
 #include "db/statement.hpp"
 
+// The columns of messages, in the order read_row(Stmt&, Message&) reads them.
+#define CS_MSG_COLS                                                                  \
+  "id, conversation_id, role, kind, content, agent, model, token_count, tool_name, " \
+  "tool_args, tool_call_id, platform_message_id, reply_to_platform_id, client_key, " \
+  "complete, metadata, created_at, updated_at"
+
 namespace convstore::detail {
 
 // Row readers: bind the columns of a table's column list, in order, to the

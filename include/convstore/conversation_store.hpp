@@ -136,6 +136,26 @@ class CONVSTORE_EXPORT ConversationStore {
   // of queries. Throws Error(not_found) for an unknown conversation.
   ConversationContext context(ConversationId id, std::size_t n = 50);
 
+  // The newest messages of the conversation whose token counts fit
+  // budget.max_tokens (see ContextBudget), returned oldest first. The window
+  // is a run of the newest messages (never one with a gap), read newest
+  // first a page at a time; it always holds the newest message, even when
+  // that alone (with the kept system messages) is over the budget
+  // (window.over_budget). Throws Error(not_found) for an unknown
+  // conversation, Error(invalid_argument) for max_tokens <= 0, max_messages
+  // 0, or a negative estimate.
+  ContextWindow context_window(ConversationId id, const ContextBudget& budget);
+
+  // ---- Search -------------------------------------------------------------
+
+  // The messages whose content matches query.text (see SearchQuery), best
+  // first (rank, then id), with the filters applied; one page. Pages are
+  // joined by a keyset cursor on (rank, id): a message written or changed
+  // between two pages may be missed or seen twice, nothing else. Throws
+  // Error(invalid_argument) for text without a word, a limit outside
+  // 1..1000, snippet_words outside 2..64, or a malformed cursor.
+  Page<SearchHit> search(const SearchQuery& query);
+
  private:
   friend class Store;
   explicit ConversationStore(Store::Impl* impl) : impl_(impl) {}

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -306,6 +307,77 @@ struct ConversationContext {
   // message_history, agent_questions, last_bot_message_id.
   CONVSTORE_EXPORT Json to_json() const;
 };
+
+// ---- search and context windows ----
+
+// A full-text search over message content (ConversationStore::search).
+//
+// `text` is what a user typed; it is never a syntax error. It is read as
+// terms separated by white space, all of which must match (AND):
+//   word        a word; punctuation inside splits it into words that must
+//               follow each other ("foo-bar" finds "foo bar" and "foo-bar")
+//   "a phrase"  the words in this order, next to each other
+//   word*       a word or phrase whose last word starts with this
+// Words are runs of letters and digits, matched case-insensitively without
+// stemming; AND, OR, NOT, NEAR, quotes that do not pair, parentheses, ':',
+// '-' and the like are plain text. Text without any word is
+// Error(invalid_argument).
+struct SearchQuery {
+  std::string text;
+  std::optional<UserId> user_id;  // conversations of this user
+  std::optional<ConversationId> conversation_id;
+  std::optional<Role> role;
+  std::optional<std::string> channel;  // the conversation's channel
+  std::optional<Timestamp> from;       // message created_at >= from
+  std::optional<Timestamp> to;         // message created_at < to
+  std::size_t limit = 20;              // 1 .. 1000
+  std::string cursor;                  // next_cursor of the previous page
+  // The snippet: up to `snippet_words` words (2 .. 64) around the best
+  // match, each matched word between the markers; `snippet_ellipsis` where
+  // the content was cut.
+  std::string highlight_open = "[";
+  std::string highlight_close = "]";
+  std::string snippet_ellipsis = "...";
+  std::size_t snippet_words = 16;
+};
+
+// One message found by a search.
+struct SearchHit {
+  Message message;  // message.conversation_id is its conversation
+  // Relevance, higher is better: SQLite's bm25 (negated), PostgreSQL's
+  // ts_rank_cd (normalized by document length); comparable within one
+  // search only, and not across backends. Rounded to 1e-12.
+  double rank = 0;
+  std::string snippet;
+};
+
+// What ConversationStore::context_window may return.
+struct ContextBudget {
+  std::int64_t max_tokens = 0;  // > 0
+  // Keep every system message of the conversation, whatever its age: they
+  // count against the budget and come first, oldest first.
+  bool keep_system = true;
+  // At most this many of the recent messages (the kept system messages not
+  // counted); unset: no limit but the budget.
+  std::optional<std::size_t> max_messages;
+  // The token count of a message whose token_count is unset. Default:
+  // ceil(UTF-8 bytes of content / 4) + 4.
+  std::function<std::int64_t(const Message&)> estimate;
+};
+
+// The newest messages of a conversation that fit a budget, in order.
+struct ContextWindow {
+  std::vector<Message> messages;  // system messages kept, then the recent ones, oldest first
+  std::int64_t total_tokens = 0;  // their token counts, estimated ones included
+  std::size_t estimated = 0;      // how many had no token_count
+  bool truncated = false;         // older messages were left out
+  // The kept system messages and the newest message alone exceed the
+  // budget: they are returned anyway (a reply needs the newest turn).
+  bool over_budget = false;
+};
+
+// The default estimate: ceil(UTF-8 bytes of content / 4) + 4.
+CONVSTORE_EXPORT std::int64_t estimate_tokens(const Message& m) noexcept;
 
 // ---- agents (seed 004 registry) and their state (seed 001) ----
 

@@ -469,6 +469,39 @@ const char* const kSearchPostgresql[] = {
     "CREATE INDEX calendar_events_search ON calendar_events USING GIN (search)",
 };
 
+// Migration 10: full-text search over message content, the same words
+// found on both backends. At most the first 100,000 characters of a message
+// are indexed (PostgreSQL refuses a tsvector over 1 MB). SQLite: an FTS5
+// index over messages (external content: the text is not stored twice) kept
+// by triggers on insert, delete (a conversation's cascade included) and any
+// update of the content, so that every write path, present or future, keeps
+// it right; the messages already stored are indexed by the migration.
+// PostgreSQL: a generated tsvector ('simple': no stemming, no stop words)
+// with a GIN index, and an aggregate that ANDs tsqueries.
+const char* const kMigration10Sqlite[] = {
+    "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', "
+    "content_rowid='id', tokenize='unicode61 remove_diacritics 0')",
+    "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+    "INSERT INTO messages_fts (rowid, content) VALUES (new.id, substr(new.content, 1, 100000)); "
+    "END",
+    "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+    "INSERT INTO messages_fts (messages_fts, rowid, content) "
+    "VALUES ('delete', old.id, substr(old.content, 1, 100000)); END",
+    "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
+    "INSERT INTO messages_fts (messages_fts, rowid, content) "
+    "VALUES ('delete', old.id, substr(old.content, 1, 100000)); "
+    "INSERT INTO messages_fts (rowid, content) VALUES (new.id, substr(new.content, 1, 100000)); "
+    "END",
+    "INSERT INTO messages_fts (rowid, content) SELECT id, substr(content, 1, 100000) FROM messages",
+};
+const char* const kMigration10Postgresql[] = {
+    "ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS "
+    "(to_tsvector('simple', left(content, 100000))) STORED",
+    "CREATE INDEX messages_search ON messages USING GIN (search)",
+    // ANDs the queries of a search's terms (one statement for any number).
+    "CREATE AGGREGATE convstore_tsquery_and(tsquery) (SFUNC = tsquery_and, STYPE = tsquery)",
+};
+
 }  // namespace
 
 std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
@@ -477,7 +510,7 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
-  std::vector<std::vector<std::string>> out(9);
+  std::vector<std::vector<std::string>> out(10);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
   for (const char* sql : kMigration3) out[2].push_back(expand(sql));
@@ -490,9 +523,11 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
   if (t.postgresql) {
     for (const char* sql : kSearchPostgresql) out[2].push_back(sql);
     for (const char* sql : kMigration8Postgresql) out[7].push_back(sql);
+    for (const char* sql : kMigration10Postgresql) out[9].push_back(sql);
   } else {
     for (const char* sql : kSearchSqlite) out[2].push_back(sql);
     for (const char* sql : kMigration8Sqlite) out[7].push_back(sql);
+    for (const char* sql : kMigration10Sqlite) out[9].push_back(sql);
   }
   return out;
 }
@@ -508,7 +543,8 @@ const std::vector<std::string>& migration_descriptions() {
       "encrypted credentials: sealed secrets per user and name, with their key id",
       "dialog processing state and the review queue of suggested replies",
 
-      "task queue: tasks with priorities, leases and retries; periodic schedules"};
+      "task queue: tasks with priorities, leases and retries; periodic schedules",
+      "full-text search index over message content"};
   return d;
 }
 
