@@ -9,13 +9,13 @@
 //   search   one-word queries (limit 20, snippets included) for words of
 //            three frequencies: frequent (vocabulary ranks 10..50), middle
 //            (200..1,000) and rare (2,000..5,000): p50 / p95 / p99 latency
-//            and the average number of matching messages
+//            and the average number of matching messages (of 5 of them)
 //   writes   what the index costs an append: messages per second of
 //            append (one commit each) and append_batch (100 per batch) on
 //            a database with the index and on one where it was dropped
 //
 //   convstore_bench_search [--pg URL] [--no-sqlite] [--dir DIR]
-//                          [--messages N] [--queries N] [--quick]
+//                          [--messages N] [--queries N] [--quick] [--keep]
 // The PostgreSQL URL defaults to $CONVSTORE_TEST_PG_URL; each run uses a
 // schema of its own, dropped at the end.
 #include <libpq-fe.h>
@@ -200,8 +200,8 @@ QueryResult run_queries(Store& store, Vocabulary& vocab, int lo, int hi, int que
     auto page = cs.search(q);
     if (i >= 10) samples.add(t0);  // the first ten warm up
     if (page.items.empty()) throw std::runtime_error("a query found nothing: " + q.text);
-    if (count_matches && i >= 10 && i < 30) {
-      // How many messages match (paging through them all), for 20 queries.
+    if (count_matches && i >= 10 && i < 15) {
+      // How many messages match (paging through them all), for 5 queries.
       q.limit = 1000;
       std::size_t n = 0;
       for (;;) {
@@ -214,7 +214,7 @@ QueryResult run_queries(Store& store, Vocabulary& vocab, int lo, int hi, int que
     }
   }
   return {samples.percentile(50), samples.percentile(95), samples.percentile(99),
-          count_matches ? matches / 20 : 0};
+          count_matches ? matches / 5 : 0};
 }
 
 // Append throughput, one commit per message and in batches of 100.
@@ -251,7 +251,7 @@ std::pair<double, double> append_rate(Store& store, Vocabulary& vocab, int singl
 
 int main(int argc, char** argv) {
   std::string pg, dir = std::filesystem::temp_directory_path() / "convstore_bench";
-  bool run_sqlite = true;
+  bool run_sqlite = true, keep = false;
   int messages = 200000, queries = 200, singles = 2000, batched = 20000;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -265,6 +265,8 @@ int main(int argc, char** argv) {
       messages = std::max(2000, std::atoi(argv[++i]));
     } else if (a == "--queries" && i + 1 < argc) {
       queries = std::max(10, std::atoi(argv[++i]));
+    } else if (a == "--keep") {
+      keep = true;  // leave the databases (and PostgreSQL schemas) for inspection
     } else if (a == "--quick") {
       messages = 10000;
       queries = 30;
@@ -272,7 +274,7 @@ int main(int argc, char** argv) {
       batched = 2000;
     } else {
       std::cerr << "usage: convstore_bench_search [--pg URL] [--no-sqlite] [--dir DIR] "
-                   "[--messages N] [--queries N] [--quick]\n";
+                   "[--messages N] [--queries N] [--quick] [--keep]\n";
       return 2;
     }
   }
@@ -329,6 +331,8 @@ int main(int argc, char** argv) {
     std::cerr << "convstore_bench_search: " << e.what() << "\n";
     status = 1;
   }
-  for (const auto& s : schemas) pg_admin(pg, "DROP SCHEMA IF EXISTS " + s + " CASCADE");
+  if (!keep) {
+    for (const auto& s : schemas) pg_admin(pg, "DROP SCHEMA IF EXISTS " + s + " CASCADE");
+  }
   return status;
 }
