@@ -118,10 +118,11 @@ class CONVSTORE_EXPORT Store {
   // Every migration this library applies, oldest first.
   static std::vector<SchemaMigration> schema_migrations();
   // Connects to the database named by `url` (as open does) and reports its
-  // schema version and the migrations open would apply, without applying
-  // any and without writing (a SQLite file that does not exist is created
-  // empty, as sqlite3 does). Throws like open, except that a database newer
-  // than the library is reported (pending empty), not refused.
+  // schema version and the migrations open would apply. Applies none and
+  // creates no table; only the connection's own set-up runs (a SQLite file
+  // that does not exist is created empty and put in WAL mode, as open
+  // would). Throws like open, except that a database newer than the library
+  // is reported (pending empty), not refused.
   static SchemaStatus inspect_schema(std::string_view url, const Options& options = {});
 
   // Reachability, round-trip latency and schema version. Never throws: a
