@@ -10,7 +10,7 @@
 CONVSTORE_BUILD_PACKAGES=(
   build-essential cmake pkg-config git
   libsoci-dev libsqlite3-dev libpq-dev nlohmann-json3-dev libfmt-dev libhiredis-dev
-  libhowardhinnant-date-dev libical-dev libsodium-dev tzdata
+  libhowardhinnant-date-dev libical-dev libsodium-dev libcli11-dev tzdata
 )
 # To run the tests: doctest, throwaway PostgreSQL and Redis servers, python3 (to
 # pick free ports; scripts/servers.sh works without it). The benchmarks

@@ -300,6 +300,43 @@ int Store::library_schema_version() noexcept {
   return static_cast<int>(detail::migration_descriptions().size());
 }
 
+std::vector<SchemaMigration> Store::schema_migrations() {
+  const auto& descriptions = detail::migration_descriptions();
+  std::vector<SchemaMigration> out;
+  out.reserve(descriptions.size());
+  for (std::size_t i = 0; i < descriptions.size(); ++i) {
+    out.push_back({static_cast<int>(i + 1), descriptions[i]});
+  }
+  return out;
+}
+
+SchemaStatus Store::inspect_schema(std::string_view url, const Options& options) {
+  detail::Target target = detail::parse_url(url);
+  const detail::Dialect& dialect = detail::dialect_for(target.backend);
+  Options one = options;
+  one.pool_size = 1;
+  Impl impl(dialect, std::move(target), one);
+  // The bookkeeping table may be missing (a database convstore never
+  // opened): look it up in the catalog first instead of failing a query.
+  static const Sql has_table{
+      "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'convstore_schema'",
+      "SELECT COUNT(*) FROM pg_catalog.pg_class c"
+      " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+      " WHERE c.relname = 'convstore_schema' AND n.nspname = current_schema()"};
+  SchemaStatus status;
+  status.backend = std::string(dialect.name());
+  status.library_version = library_schema_version();
+  status.database_version = impl.read(Op{"inspecting the schema"}, [](Connection& c) {
+    int tables = 0;
+    Stmt(c, has_table).out(tables).one();
+    return tables == 0 ? 0 : read_schema_version(c);
+  });
+  for (auto& m : schema_migrations()) {
+    if (m.version > status.database_version) status.pending.push_back(std::move(m));
+  }
+  return status;
+}
+
 Health Store::health() const noexcept {
   Health h;
   h.backend = std::string(impl_->dialect.name());

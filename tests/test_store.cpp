@@ -313,3 +313,35 @@ TEST_CASE_TEMPLATE("a server-side failure caught inside a transaction never comm
   CHECK(cs.get(c.id)->message_count == (committed ? 1 : 0));
   if (std::string(B::name) == "postgresql") CHECK_FALSE(committed);
 }
+
+TEST_CASE_TEMPLATE("inspect_schema reports the version and pending migrations without applying", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  const int library = Store::library_schema_version();
+  auto all = Store::schema_migrations();
+  REQUIRE(static_cast<int>(all.size()) == library);
+  CHECK(all.front().version == 1);
+  CHECK(all.back().version == library);
+  CHECK_FALSE(all.front().description.empty());
+
+  SchemaStatus fresh = Store::inspect_schema(db.url());
+  CHECK(fresh.backend == B::name);
+  CHECK(fresh.database_version == 0);
+  CHECK(fresh.library_version == library);
+  CHECK(static_cast<int>(fresh.pending.size()) == library);
+  // Nothing was applied: a second look still finds version 0.
+  CHECK(Store::inspect_schema(db.url()).database_version == 0);
+
+  db.open();  // migrates
+  SchemaStatus current = Store::inspect_schema(db.url());
+  CHECK(current.database_version == library);
+  CHECK(current.pending.empty());
+
+  // A database part-way: the newest migration is "not yet applied".
+  testing::raw_exec(db, "DELETE FROM convstore_schema WHERE version = " + std::to_string(library));
+  SchemaStatus behind = Store::inspect_schema(db.url());
+  CHECK(behind.database_version == library - 1);
+  REQUIRE(behind.pending.size() == 1);
+  CHECK(behind.pending[0].version == library);
+  CHECK(behind.pending[0].description == all.back().description);
+}

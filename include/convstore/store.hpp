@@ -11,6 +11,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "convstore/export.hpp"
 #include "convstore/options.hpp"
@@ -34,6 +35,21 @@ struct Health {
   std::chrono::microseconds round_trip{};
   int schema_version = 0;
   std::string error;  // why not ok
+};
+
+// One schema migration this library knows.
+struct SchemaMigration {
+  int version = 0;  // 1 .. Store::library_schema_version()
+  std::string description;
+};
+
+// What Store::inspect_schema found: the database's schema version, this
+// library's, and the migrations that opening the database would apply.
+struct SchemaStatus {
+  std::string backend;       // "sqlite" or "postgresql"
+  int database_version = 0;  // 0: convstore never migrated this database
+  int library_version = 0;
+  std::vector<SchemaMigration> pending;  // oldest first; empty when current or newer
 };
 
 // Row counts of a store.
@@ -99,6 +115,15 @@ class CONVSTORE_EXPORT Store {
   int schema_version() const;
   // The schema version this library writes.
   static int library_schema_version() noexcept;
+  // Every migration this library applies, oldest first.
+  static std::vector<SchemaMigration> schema_migrations();
+  // Connects to the database named by `url` (as open does) and reports its
+  // schema version and the migrations open would apply. Applies none and
+  // creates no table; only the connection's own set-up runs (a SQLite file
+  // that does not exist is created empty and put in WAL mode, as open
+  // would). Throws like open, except that a database newer than the library
+  // is reported (pending empty), not refused.
+  static SchemaStatus inspect_schema(std::string_view url, const Options& options = {});
 
   // Reachability, round-trip latency and schema version. Never throws: a
   // failure is reported in Health::error.

@@ -3,7 +3,7 @@
 #
 # Tests convstore as users consume it:
 #   1. configure (tests, examples, bench off), build and install convstore
-#      into a fresh prefix;
+#      into a fresh prefix, and run the installed convstore tool;
 #   2. build and run tests/package/consumer against it with find_package();
 #   3. check `pkg-config --cflags --libs convstore`, then compile and run the
 #      same program with nothing but pkg-config's flags;
@@ -123,6 +123,20 @@ foreach(file IN ITEMS lib/cmake/convstore/convstoreConfig.cmake
     message(FATAL_ERROR "package test FAILED: install did not create ${prefix}/${file}")
   endif()
 endforeach()
+
+# The convstore tool is installed with the library (CONVSTORE_BUILD_CLI is ON
+# in a top-level build) and runs from the prefix (a shared libconvstore is
+# found through its RPATH).
+set(cli_exe "${prefix}/bin/convstore")
+if(NOT EXISTS "${cli_exe}")
+  message(FATAL_ERROR "package test FAILED: install did not create ${cli_exe}")
+endif()
+step("run the installed convstore tool" "${cli_exe}" --version)
+if(NOT step_output MATCHES "convstore ${version}")
+  message(FATAL_ERROR "package test FAILED: convstore --version printed\n${step_output}")
+endif()
+step("migrate a database with the installed convstore tool"
+  "${cli_exe}" migrate "sqlite:${BUILD_DIR}/cli-check.db")
 
 # 2. find_package() consumer.
 step("configure the find_package consumer"

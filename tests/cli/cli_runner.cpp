@@ -1,0 +1,73 @@
+// Copyright (c) the convstore authors.
+// SPDX-License-Identifier: MIT
+#include "cli_runner.hpp"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+namespace testing {
+
+namespace {
+
+std::string cli_path() {
+  const char* env = std::getenv("CONVSTORE_CLI");
+  if (env != nullptr && *env != '\0') return env;
+  return CONVSTORE_CLI_PATH;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+CliResult run_cli(const std::vector<std::string>& args) {
+  static std::atomic<int> counter{0};
+  const std::string path = cli_path();
+  REQUIRE_MESSAGE(std::filesystem::exists(path), "the convstore binary is missing: " << path);
+  auto base = std::filesystem::temp_directory_path() /
+              ("convstore_cli_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
+  const std::string out_file = base.string() + ".out";
+  const std::string err_file = base.string() + ".err";
+
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(path.c_str()));
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // stdout and stderr to files (never a terminal: the non-tty mode), no stdin.
+    int in = open("/dev/null", O_RDONLY);
+    int out = open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (in < 0 || out < 0 || err < 0) _exit(126);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(err, 2);
+    execv(path.c_str(), argv.data());
+    _exit(127);
+  }
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0) {
+  }
+  CliResult r;
+  r.status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+  r.out = slurp(out_file);
+  r.err = slurp(err_file);
+  std::filesystem::remove(out_file);
+  std::filesystem::remove(err_file);
+  return r;
+}
+
+}  // namespace testing
