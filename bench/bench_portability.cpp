@@ -93,11 +93,12 @@ int phase_export(const std::string& db, const std::string& file, long long n) {
   auto r = export_jsonl(s, out);
   out.close();
   double secs = bench::seconds_since(t0);
-  std::printf("export  %lld messages (%lld records, %.0f MB file): %.1f s, %.0f messages/s, "
-              "peak RSS %.1f MB\n",
-              n, static_cast<long long>(r.rows),
-              static_cast<double>(std::filesystem::file_size(file)) / 1e6, secs,
-              static_cast<double>(n) / secs, static_cast<double>(peak_rss_kb()) / 1024.0);
+  std::printf(
+      "export  %lld messages (%lld records, %.0f MB file): %.1f s, %.0f messages/s, "
+      "peak RSS %.1f MB\n",
+      n, static_cast<long long>(r.rows),
+      static_cast<double>(std::filesystem::file_size(file)) / 1e6, secs,
+      static_cast<double>(n) / secs, static_cast<double>(peak_rss_kb()) / 1024.0);
   return 0;
 }
 
@@ -120,10 +121,11 @@ int phase_copy(const std::string& db, const std::string& pg_url, long long n) {
   auto t0 = Clock::now();
   auto r = copy_store(from, to);
   double secs = bench::seconds_since(t0);
-  std::printf("copy    %lld messages SQLite -> PostgreSQL (%lld records, verified: %s): %.1f s, "
-              "%.0f messages/s (verification included), peak RSS %.1f MB\n",
-              n, static_cast<long long>(r.inserted), r.verification.match ? "yes" : "no", secs,
-              static_cast<double>(n) / secs, static_cast<double>(peak_rss_kb()) / 1024.0);
+  std::printf(
+      "copy    %lld messages SQLite -> PostgreSQL (%lld records, verified: %s): %.1f s, "
+      "%.0f messages/s (verification included), peak RSS %.1f MB\n",
+      n, static_cast<long long>(r.inserted), r.verification.match ? "yes" : "no", secs,
+      static_cast<double>(n) / secs, static_cast<double>(peak_rss_kb()) / 1024.0);
   return r.verification.match ? 0 : 1;
 }
 
@@ -196,9 +198,9 @@ int main(int argc, char** argv) {
     std::printf("seeding %lld messages ...\n", copy_messages);
     std::fflush(stdout);
     seed("sqlite:" + src, copy_messages);
-    rc = run_child(self, {"--phase", "copy", "--db", src, "--file", url, "--messages",
-                          std::to_string(copy_messages), "--copy-messages",
-                          std::to_string(copy_messages)});
+    rc = run_child(
+        self, {"--phase", "copy", "--db", src, "--file", url, "--messages",
+               std::to_string(copy_messages), "--copy-messages", std::to_string(copy_messages)});
     remove_db(src);
     pg_admin(pg, "DROP SCHEMA IF EXISTS " + schema + " CASCADE");
     return rc;

@@ -47,9 +47,13 @@ constexpr int kFormatVersion = 1;
 enum class Kind { integer, text, time, json, object, boolean };
 
 struct Column {
-  const char* name;
+  const char* name;  // in SQL
   Kind kind;
   bool nullable;
+  // In the file, when it differs from `name`: a column called "type" is
+  // renamed, since "type" names the record's type.
+  const char* field = nullptr;
+  const char* key() const { return field != nullptr ? field : name; }
 };
 
 // A reference to another exported type, by the columns that hold its key.
@@ -91,6 +95,10 @@ Column J(const char* n) { return {n, Kind::json, false}; }
 Column Jn(const char* n) { return {n, Kind::json, true}; }
 Column O(const char* n) { return {n, Kind::object, false}; }
 Column B(const char* n) { return {n, Kind::boolean, false}; }
+Column Renamed(Column c, const char* field) {
+  c.field = field;
+  return c;
+}
 
 std::size_t index_of(const Table& t, const char* name) {
   for (std::size_t i = 0; i < t.columns.size(); ++i) {
@@ -107,8 +115,8 @@ std::vector<Table> make_tables() {
       {"user",
        "users",
        {I("id"), T("channel"), T("external_id"), Tn("username"), Tn("display_name"),
-        Tn("preferred_model"), Tn("system_prompt"), T("time_zone"), O("metadata"),
-        Ts("created_at"), Ts("updated_at")},
+        Tn("preferred_model"), Tn("system_prompt"), T("time_zone"), O("metadata"), Ts("created_at"),
+        Ts("updated_at")},
        {"id"},
        {},
        true},
@@ -128,8 +136,8 @@ std::vector<Table> make_tables() {
        true},
       {"message",
        "messages",
-       {I("id"), I("conversation_id"), T("role"), T("kind"), T("content"), Tn("agent"),
-        Tn("model"), In("token_count"), Tn("tool_name"), Jn("tool_args"), Tn("tool_call_id"),
+       {I("id"), I("conversation_id"), T("role"), T("kind"), T("content"), Tn("agent"), Tn("model"),
+        In("token_count"), Tn("tool_name"), Jn("tool_args"), Tn("tool_call_id"),
         Tn("platform_message_id"), Tn("reply_to_platform_id"), Tn("client_key"), B("complete"),
         O("metadata"), Ts("created_at"), Ts("updated_at")},
        {"id"},
@@ -150,9 +158,9 @@ std::vector<Table> make_tables() {
        true},
       {"agent",
        "agents",
-       {T("id"), T("name"), T("description"), T("type"), O("persona"), O("config"), J("tools"),
-        J("sub_agents"), Tn("planner"), I("version"), B("active"), I("usage_count"),
-        Tsn("last_used_at"), O("metadata"), Ts("created_at"), Ts("updated_at")},
+       {T("id"), T("name"), T("description"), Renamed(T("type"), "agent_type"), O("persona"),
+        O("config"), J("tools"), J("sub_agents"), Tn("planner"), I("version"), B("active"),
+        I("usage_count"), Tsn("last_used_at"), O("metadata"), Ts("created_at"), Ts("updated_at")},
        {"id"},
        {}},
       {"agent_state",
@@ -168,10 +176,11 @@ std::vector<Table> make_tables() {
        {{{"scope_kind", "scope_key", "agent"}, "agent_state"}}},
       {"calendar_event",
        "calendar_events",
-       {I("id"), In("owner_id"), T("uid"), T("title"), T("description"), T("location"),
-        Ts("start_at"), Ts("end_at"), B("all_day"), T("time_zone"), O("metadata"),
-        T("search_words"), Tn("rrule"), T("exdates"), T("moved"), Tsn("series_end"),
-        In("series_id"), Tsn("recurrence_id"), Ts("created_at"), Ts("updated_at")},
+       {I("id"),          In("owner_id"),       T("uid"),         T("title"),
+        T("description"), T("location"),        Ts("start_at"),   Ts("end_at"),
+        B("all_day"),     T("time_zone"),       O("metadata"),    T("search_words"),
+        Tn("rrule"),      T("exdates"),         T("moved"),       Tsn("series_end"),
+        In("series_id"),  Tsn("recurrence_id"), Ts("created_at"), Ts("updated_at")},
        {"id"},
        {{{"owner_id"}, "user"}, {{"series_id"}, "calendar_event"}},
        true},
@@ -186,17 +195,16 @@ std::vector<Table> make_tables() {
        true},
       {"credential",
        "credentials",
-       {I("id"), I("user_id"), T("name"), T("algorithm"), T("key_id"), T("nonce"),
-        T("ciphertext"), B("active"), O("metadata"), Ts("created_at"), Ts("updated_at"),
-        Tsn("deactivated_at")},
+       {I("id"), I("user_id"), T("name"), T("algorithm"), T("key_id"), T("nonce"), T("ciphertext"),
+        B("active"), O("metadata"), Ts("created_at"), Ts("updated_at"), Tsn("deactivated_at")},
        {"id"},
        {{{"user_id"}, "user"}},
        true},
       {"dialog",
        "dialogs",
-       {I("conversation_id"), T("type"), B("processing_enabled"), B("auto_send"),
-        Tn("last_message_id"), Tsn("last_message_at"), Tsn("checked_at"), Tsn("new_message_at"),
-        Ts("created_at"), Ts("updated_at")},
+       {I("conversation_id"), Renamed(T("type"), "dialog_type"), B("processing_enabled"),
+        B("auto_send"), Tn("last_message_id"), Tsn("last_message_at"), Tsn("checked_at"),
+        Tsn("new_message_at"), Ts("created_at"), Ts("updated_at")},
        {"conversation_id"},
        {{{"conversation_id"}, "conversation"}}},
       {"review_item",
@@ -211,17 +219,17 @@ std::vector<Table> make_tables() {
        true},
       {"task",
        "tasks",
-       {I("id"), T("type"), I("priority"), T("status"), J("payload"), Jn("result"), Ts("run_at"),
-        I("attempts"), I("max_attempts"), Tn("last_error"), Tn("dedupe_key"), Tn("schedule"),
-        Tn("worker"), I("lease"), Tsn("lease_expires_at"), Ts("created_at"), Ts("updated_at"),
-        Tsn("started_at"), Tsn("finished_at")},
+       {I("id"), Renamed(T("type"), "task_type"), I("priority"), T("status"), J("payload"),
+        Jn("result"), Ts("run_at"), I("attempts"), I("max_attempts"), Tn("last_error"),
+        Tn("dedupe_key"), Tn("schedule"), Tn("worker"), I("lease"), Tsn("lease_expires_at"),
+        Ts("created_at"), Ts("updated_at"), Tsn("started_at"), Tsn("finished_at")},
        {"id"},
        {},
        true},
       {"task_schedule",
        "task_schedules",
-       {T("name"), T("type"), I("priority"), J("payload"), I("max_attempts"), I("interval_ms"),
-        Ts("anchor"), Ts("next_run_at"), Tsn("last_run_at"), In("last_task_id"),
+       {T("name"), Renamed(T("type"), "task_type"), I("priority"), J("payload"), I("max_attempts"),
+        I("interval_ms"), Ts("anchor"), Ts("next_run_at"), Tsn("last_run_at"), In("last_task_id"),
         Ts("created_at"), Ts("updated_at")},
        {"name"},
        {}},
@@ -294,7 +302,7 @@ void append_line(std::string& out, const Table& t, const Row& r) {
     const Column& c = t.columns[i];
     const Value& v = r[i];
     out += ",\"";
-    out += c.name;
+    out += c.key();
     out += "\":";
     if (v.null) {
       out += "null";
@@ -444,7 +452,8 @@ std::string column_list(const Table& t) {
 // A key column as sorted: by bytes on both backends.
 std::string sort_term(Backend b, const Table& t, std::size_t key_pos) {
   const Column& c = t.columns[t.key_index[key_pos]];
-  if (b == Backend::postgresql && c.kind == Kind::text) return fmt::format("{} COLLATE \"C\"", c.name);
+  if (b == Backend::postgresql && c.kind == Kind::text)
+    return fmt::format("{} COLLATE \"C\"", c.name);
   return c.name;
 }
 
@@ -620,7 +629,10 @@ class Writer {
   using OnBad = std::function<void(std::int64_t line, const Bad& bad)>;
 
   Writer(Store::Impl& impl, Connection& c, std::size_t batch, OnBad on_bad)
-      : impl_(impl), c_(c), batch_(batch), on_bad_(std::move(on_bad)),
+      : impl_(impl),
+        c_(c),
+        batch_(batch),
+        on_bad_(std::move(on_bad)),
         inserted_by_(tables().size(), 0) {}
 
   void add(const Table& t, Row row, std::int64_t line) {
@@ -655,8 +667,8 @@ class Writer {
   }
 
   void bad(const Table& t, const Pending& p, ErrorCode code, const std::string& why) {
-    on_bad_(p.line, Bad{code, fmt::format("{} {}: {}", t.type,
-                                          key_display(t, p.row, t.key_index), why)});
+    on_bad_(p.line,
+            Bad{code, fmt::format("{} {}: {}", t.type, key_display(t, p.row, t.key_index), why)});
   }
 
   void flush() {
@@ -843,13 +855,13 @@ class Validator {
     std::size_t present = 1;
     for (std::size_t i = 0; i < t.columns.size(); ++i) {
       const Column& c = t.columns[i];
-      auto f = j.find(c.name);
+      auto f = j.find(c.key());
       if (f != j.end()) ++present;
       if (f == j.end() || f->is_null()) {
         if (!c.nullable) {
           throw Bad{ErrorCode::invalid_argument,
-                    f == j.end() ? fmt::format("{}: missing field '{}'", t.type, c.name)
-                                 : fmt::format("{}: field '{}' must not be null", t.type, c.name)};
+                    f == j.end() ? fmt::format("{}: missing field '{}'", t.type, c.key())
+                                 : fmt::format("{}: field '{}' must not be null", t.type, c.key())};
         }
         continue;
       }
@@ -858,7 +870,7 @@ class Validator {
     if (present != j.size()) {
       for (auto it = j.begin(); it != j.end(); ++it) {
         bool known = it.key() == "type";
-        for (const Column& c : t.columns) known = known || it.key() == c.name;
+        for (const Column& c : t.columns) known = known || it.key() == c.key();
         if (!known) {
           throw Bad{ErrorCode::invalid_argument,
                     fmt::format("{}: unknown field '{}'", t.type, it.key())};
@@ -873,9 +885,8 @@ class Validator {
  private:
   static Value value(const Table& t, const Column& c, const Json& j) {
     auto wrong = [&](const char* what) {
-      return Bad{ErrorCode::invalid_argument,
-                 fmt::format("{}: field '{}' must be {}, not {}", t.type, c.name, what,
-                             j.type_name())};
+      return Bad{ErrorCode::invalid_argument, fmt::format("{}: field '{}' must be {}, not {}",
+                                                          t.type, c.key(), what, j.type_name())};
     };
     Value v;
     v.null = false;
@@ -886,7 +897,7 @@ class Validator {
             j.get<std::uint64_t>() >
                 static_cast<std::uint64_t>(std::numeric_limits<long long>::max())) {
           throw Bad{ErrorCode::invalid_argument,
-                    fmt::format("{}: field '{}' is out of range", t.type, c.name)};
+                    fmt::format("{}: field '{}' is out of range", t.type, c.key())};
         }
         v.i = j.get<long long>();
         break;
@@ -898,7 +909,7 @@ class Validator {
         if (!j.is_string()) throw wrong("a string");
         v.s = j.get<std::string>();
         try {
-          detail::check_text(v.s, c.name);
+          detail::check_text(v.s, c.key());
         } catch (const Error& e) {
           throw Bad{ErrorCode::invalid_argument, fmt::format("{}: {}", t.type, e.what())};
         }
@@ -909,7 +920,7 @@ class Validator {
           v.s = to_iso8601(parse_timestamp(j.get_ref<const std::string&>()));
         } catch (const Error& e) {
           throw Bad{ErrorCode::invalid_argument,
-                    fmt::format("{}: field '{}': {}", t.type, c.name, e.what())};
+                    fmt::format("{}: field '{}': {}", t.type, c.key(), e.what())};
         }
         break;
       case Kind::object:
@@ -917,7 +928,7 @@ class Validator {
         [[fallthrough]];
       case Kind::json:
         try {
-          v.s = detail::json_text(j, c.name);
+          v.s = detail::json_text(j, c.key());
         } catch (const Error& e) {
           throw Bad{ErrorCode::invalid_argument, fmt::format("{}: {}", t.type, e.what())};
         }
@@ -1136,11 +1147,11 @@ CopyReport copy_store(Store& from, Store& to, const CopyOptions& options) {
   if (!report.verification.match) {
     for (const TableCheck& t : report.verification.tables) {
       if (t.match()) continue;
-      throw Error(ErrorCode::data_loss,
-                  fmt::format("copy: {} differ after the copy: {} rows (sha256 {}) in the source, "
-                              "{} rows (sha256 {}) in the target",
-                              t.table, t.source_rows, t.source_sha256, t.target_rows,
-                              t.target_sha256));
+      throw Error(
+          ErrorCode::data_loss,
+          fmt::format("copy: {} differ after the copy: {} rows (sha256 {}) in the source, "
+                      "{} rows (sha256 {}) in the target",
+                      t.table, t.source_rows, t.source_sha256, t.target_rows, t.target_sha256));
     }
   }
   return report;
@@ -1180,7 +1191,8 @@ void backup(Store& store, std::string_view path, const BackupOptions& options) {
   }
   if (std::rename(part.c_str(), target.c_str()) != 0) {
     std::remove(part.c_str());
-    throw Error(ErrorCode::unavailable, fmt::format("backup: cannot rename {} to {}", part, target));
+    throw Error(ErrorCode::unavailable,
+                fmt::format("backup: cannot rename {} to {}", part, target));
   }
 }
 

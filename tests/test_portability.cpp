@@ -106,21 +106,23 @@ void seed(Store& s, const testing::TestDb& db) {
   // The newer tables, written as an SQL tool would.
   const auto id = [](long long v) { return std::to_string(v); };
   testing::raw_exec(
-      db, "INSERT INTO web_sessions (id, user_id, family_id, rotated_from, access_hash, "
-          "refresh_hash, access_expires_at, refresh_expires_at, status, metadata, device_info, "
-          "created_at, updated_at, revoked_at, revoke_reason) VALUES (1, " +
-              id(alice.id) +
-              ", 1, NULL, 'a1', 'r1', '2030-01-01T00:00:00.000000Z', "
-              "'2030-02-01T00:00:00.000000Z', 'authenticated', '{\"ip\":\"::1\"}', '{}', "
-              "'2029-12-01T00:00:00.000001Z', '2029-12-01T00:00:00.000001Z', "
-              "'2029-12-02T00:00:00Z', 'rotated')");
+      db,
+      "INSERT INTO web_sessions (id, user_id, family_id, rotated_from, access_hash, "
+      "refresh_hash, access_expires_at, refresh_expires_at, status, metadata, device_info, "
+      "created_at, updated_at, revoked_at, revoke_reason) VALUES (1, " +
+          id(alice.id) +
+          ", 1, NULL, 'a1', 'r1', '2030-01-01T00:00:00.000000Z', "
+          "'2030-02-01T00:00:00.000000Z', 'authenticated', '{\"ip\":\"::1\"}', '{}', "
+          "'2029-12-01T00:00:00.000001Z', '2029-12-01T00:00:00.000001Z', "
+          "'2029-12-02T00:00:00Z', 'rotated')");
   testing::raw_exec(
-      db, "INSERT INTO web_sessions (id, user_id, family_id, rotated_from, access_hash, "
-          "refresh_hash, access_expires_at, refresh_expires_at, status, created_at, updated_at) "
-          "VALUES (2, " +
-              id(alice.id) +
-              ", 1, 1, 'a2', 'r2', '2030-01-01T00:00:00Z', '2030-02-01T00:00:00Z', 'pending', "
-              "'2029-12-02T00:00:00Z', '2029-12-02T00:00:00Z')");
+      db,
+      "INSERT INTO web_sessions (id, user_id, family_id, rotated_from, access_hash, "
+      "refresh_hash, access_expires_at, refresh_expires_at, status, created_at, updated_at) "
+      "VALUES (2, " +
+          id(alice.id) +
+          ", 1, 1, 'a2', 'r2', '2030-01-01T00:00:00Z', '2030-02-01T00:00:00Z', 'pending', "
+          "'2029-12-02T00:00:00Z', '2029-12-02T00:00:00Z')");
   testing::raw_exec(db,
                     "INSERT INTO credentials (user_id, name, algorithm, key_id, nonce, ciphertext, "
                     "created_at, updated_at) VALUES (" +
@@ -252,12 +254,13 @@ TEST_CASE_TEMPLATE("Portability: export then import into an empty store gives th
   CHECK(t.agents().state_history(StateScope::conversation(conv->id), "planner").size() == 2);
   // The series keeps its rule, its cancelled and its moved occurrence.
   auto series = t.calendar().find_by_uid(
-      s.calendar().range(user->id, at("2030-01-01T00:00:00Z"), at("2030-01-08T00:00:00Z"))
+      s.calendar()
+          .range(user->id, at("2030-01-01T00:00:00Z"), at("2030-01-08T00:00:00Z"))
           .items.at(0)
           .uid);
   REQUIRE(series.has_value());
-  auto occ = t.calendar().occurrences(series->id, at("2030-01-01T00:00:00Z"),
-                                      at("2030-02-01T00:00:00Z"));
+  auto occ =
+      t.calendar().occurrences(series->id, at("2030-01-01T00:00:00Z"), at("2030-02-01T00:00:00Z"));
   REQUIRE(occ.size() == 3);  // 7th, (14th cancelled), 21st moved, 28th
   CHECK(occ[1].title == "Weekly sync (moved)");
   CHECK(occ[1].start == at("2030-01-21T11:00:00Z"));
@@ -316,8 +319,8 @@ TEST_CASE_TEMPLATE("Portability: importing the same file twice changes nothing",
   CHECK(export_text(t) == file);
 }
 
-TEST_CASE_TEMPLATE("Portability: a bad line imports nothing and is named; skip imports the rest",
-                   B, CONVSTORE_BACKENDS) {
+TEST_CASE_TEMPLATE("Portability: a bad line imports nothing and is named; skip imports the rest", B,
+                   CONVSTORE_BACKENDS) {
   CONVSTORE_TEST_DB(db);
   auto s = db.open();
   auto base = lines_of(small_file());
@@ -341,8 +344,7 @@ TEST_CASE_TEMPLATE("Portability: a bad line imports nothing and is named; skip i
   std::vector<Case> cases{
       {"bad JSON", R"({"type":"message","id":12,)", "invalid JSON"},
       {"unknown type", R"({"type":"gizmo","id":1})", "unknown type 'gizmo'"},
-      {"missing field", with("content", Json(Json::value_t::discarded)),
-       "missing field 'content'"},
+      {"missing field", with("content", Json(Json::value_t::discarded)), "missing field 'content'"},
       {"wrong type", with("token_count", "three"), "field 'token_count' must be an integer"},
       {"bad timestamp", with("created_at", "yesterday"), "invalid timestamp"},
       {"null in a required field", with("role", nullptr), "must not be null"},
@@ -375,8 +377,9 @@ TEST_CASE_TEMPLATE("Portability: a bad line imports nothing and is named; skip i
     CHECK(r.skipped[0].reason.find(c.reason) != std::string::npos);
     CHECK(r.inserted == 4);
     CHECK(count(db, "messages") == "2");
-    testing::raw_exec(db, "DELETE FROM users");  // cascades
+    testing::raw_exec(db, "DELETE FROM messages");
     testing::raw_exec(db, "DELETE FROM conversations");
+    testing::raw_exec(db, "DELETE FROM users");
   }
 
   // A skipped parent takes its children along; the header is checked.
@@ -428,8 +431,9 @@ TEST_CASE_TEMPLATE("Portability: copy between backends, verified", B, CONVSTORE_
   CHECK(again.unchanged == total);
 
   // A target altered afterwards is reported as a mismatch of that table.
-  testing::raw_exec(db2, "UPDATE messages SET content = 'tampered' WHERE id = (SELECT MIN(id) "
-                         "FROM messages)");
+  testing::raw_exec(db2,
+                    "UPDATE messages SET content = 'tampered' WHERE id = (SELECT MIN(id) "
+                    "FROM messages)");
   auto v = verify_stores(from, to);
   CHECK_FALSE(v.match);
   for (const auto& t : v.tables) {
@@ -445,12 +449,15 @@ TEST_CASE_TEMPLATE("Portability: copy between backends, verified", B, CONVSTORE_
     CHECK(e.code() == ErrorCode::conflict);
     CHECK(std::string(e.what()).find("message") != std::string::npos);
   }
-  // Rows missing from the target are copied again; a row only in the
-  // target is a mismatch: Error(data_loss).
-  testing::raw_exec(db2, "DELETE FROM messages");
-  testing::raw_exec(db2, "INSERT INTO channel_configs (channel, default_model, created_at, "
-                         "updated_at) VALUES ('extra', 'm', '2029-01-01T00:00:00Z', "
-                         "'2029-01-01T00:00:00Z')");
+  // A row only in the target is a mismatch: Error(data_loss).
+  testing::raw_exec(db2,
+                    "UPDATE messages SET content = 'hello \u00e9\u4e16\u754c \U0001F600' "
+                    "WHERE content = 'tampered'");
+  CHECK(verify_stores(from, to).match);
+  testing::raw_exec(db2,
+                    "INSERT INTO channel_configs (channel, default_model, created_at, "
+                    "updated_at) VALUES ('extra', 'm', '2029-01-01T00:00:00Z', "
+                    "'2029-01-01T00:00:00Z')");
   CHECK_ERROR_CODE(copy_store(from, to), ErrorCode::data_loss);
 }
 

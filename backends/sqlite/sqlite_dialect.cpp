@@ -115,8 +115,8 @@ class SqliteDialect final : public Dialect {
     sqlite3* src = handle(s);
     if (src == nullptr) throw Error(ErrorCode::internal, "backup: no SQLite connection");
     sqlite3* dst = nullptr;
-    int rc = sqlite3_open_v2(path.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                             nullptr);
+    int rc =
+        sqlite3_open_v2(path.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
     auto fail = [&](ErrorCode code, const std::string& what) {
       std::string msg = dst != nullptr ? sqlite3_errmsg(dst) : "out of memory";
       sqlite3_close(dst);

@@ -42,8 +42,8 @@ struct ExportOptions {
 };
 
 struct ExportReport {
-  int schema_version = 0;       // of the exported database
-  std::int64_t rows = 0;        // records written (the header line not counted)
+  int schema_version = 0;               // of the exported database
+  std::int64_t rows = 0;                // records written (the header line not counted)
   std::vector<TypeCount> rows_by_type;  // in file order
 };
 
@@ -92,7 +92,7 @@ CONVSTORE_EXPORT ImportReport import_jsonl(Store& store, std::istream& in,
 
 // One record type as found in two stores.
 struct TableCheck {
-  std::string type;  // "message"
+  std::string type;   // "message"
   std::string table;  // "messages"
   std::int64_t source_rows = 0;
   std::int64_t target_rows = 0;
@@ -118,8 +118,8 @@ struct CopyOptions {
 };
 
 struct CopyReport {
-  std::int64_t inserted = 0;   // records written to the target
-  std::int64_t unchanged = 0;  // already there with the same content
+  std::int64_t inserted = 0;            // records written to the target
+  std::int64_t unchanged = 0;           // already there with the same content
   std::vector<TypeCount> rows_by_type;  // read from the source
   VerifyReport verification;
 };
