@@ -478,32 +478,43 @@ std::string page_sql(Backend b, const Table& t, bool first, std::size_t page) {
                      order, page);
 }
 
-// The condition "key is one of n keys" (:e0 ... in key order per row).
-std::string keys_condition(const Table& t, std::size_t n) {
+// A placeholder of a statement with many parameters: positional on SQLite,
+// whose named parameters are found by a linear search of the statement's
+// names (quadratic in their number); named on PostgreSQL (SOCI turns them
+// into $n).
+std::string placeholder(Backend b, char prefix, std::size_t n) {
+  if (b == Backend::sqlite) return "?";
+  return fmt::format(":{}{}", prefix, n);
+}
+
+// The condition "key is one of n keys" (in key order per row).
+std::string keys_condition(Backend b, const Table& t, std::size_t n) {
   std::string s;
   std::size_t p = 0;
   if (t.key.size() == 1) {
     s = fmt::format("{} IN (", t.key[0]);
-    for (std::size_t r = 0; r < n; ++r) s += fmt::format("{}:e{}", r > 0 ? ", " : "", p++);
+    for (std::size_t r = 0; r < n; ++r) {
+      s += fmt::format("{}{}", r > 0 ? ", " : "", placeholder(b, 'e', p++));
+    }
     return s + ")";
   }
   for (std::size_t r = 0; r < n; ++r) {
     s += r > 0 ? " OR (" : "(";
     for (std::size_t k = 0; k < t.key.size(); ++k) {
-      s += fmt::format("{}{} = :e{}", k > 0 ? " AND " : "", t.key[k], p++);
+      s += fmt::format("{}{} = {}", k > 0 ? " AND " : "", t.key[k], placeholder(b, 'e', p++));
     }
     s += ")";
   }
   return s;
 }
 
-std::string insert_sql(const Table& t, std::size_t rows) {
+std::string insert_sql(Backend b, const Table& t, std::size_t rows) {
   std::string s = fmt::format("INSERT INTO {} ({}) VALUES ", t.table, column_list(t));
   std::size_t p = 0;
   for (std::size_t r = 0; r < rows; ++r) {
     s += r > 0 ? ", (" : "(";
     for (std::size_t c = 0; c < t.columns.size(); ++c) {
-      s += fmt::format("{}:v{}", c > 0 ? ", " : "", p++);
+      s += fmt::format("{}{}", c > 0 ? ", " : "", placeholder(b, 'v', p++));
     }
     s += ")";
   }
@@ -680,7 +691,7 @@ class Writer {
     std::unordered_map<std::string, std::string> stored;
     {
       Stmt s(c_, fmt::format("SELECT {} FROM {} WHERE {}", column_list(t), t.table,
-                             keys_condition(t, size)));
+                             keys_condition(c_.backend(), t, size)));
       for (std::size_t r = 0; r < size; ++r) {
         const Row& row = pending_[r < pending_.size() ? r : pending_.size() - 1].row;
         for (std::size_t k : t.key_index) bind_value(s, t.columns[k].kind, row[k]);
@@ -723,7 +734,7 @@ class Writer {
   }
 
   void insert(const Table& t, const std::vector<const Pending*>& rows, std::size_t size) {
-    Stmt s(c_, insert_sql(t, size));
+    Stmt s(c_, insert_sql(c_.backend(), t, size));
     for (std::size_t r = 0; r < size; ++r) {
       const Row& row = rows[r < rows.size() ? r : rows.size() - 1]->row;
       for (std::size_t i = 0; i < t.columns.size(); ++i) bind_value(s, t.columns[i].kind, row[i]);
