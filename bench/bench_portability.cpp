@@ -100,15 +100,17 @@ int phase_export(const std::string& db, const std::string& file, long long n) {
   auto s = Store::open("sqlite:" + db);
   std::ofstream out(file, std::ios::binary);
   auto t0 = Clock::now();
+  double c0 = cpu_seconds();
   auto r = export_jsonl(s, out);
   out.close();
-  double secs = bench::seconds_since(t0);
+  double secs = bench::seconds_since(t0), cpu = cpu_seconds() - c0;
   std::printf(
-      "export  %lld messages (%lld records, %.0f MB file): %.1f s, %.0f messages/s, "
-      "peak RSS %.1f MB\n",
+      "export  %lld messages (%lld records, %.0f MB file): %.1f s wall, %.0f messages/s; "
+      "%.1f s CPU, %.0f messages/CPU-s; peak RSS %.1f MB\n",
       n, static_cast<long long>(r.rows),
       static_cast<double>(std::filesystem::file_size(file)) / 1e6, secs,
-      static_cast<double>(n) / secs, static_cast<double>(peak_rss_kb()) / 1024.0);
+      static_cast<double>(n) / secs, cpu, static_cast<double>(n) / cpu,
+      static_cast<double>(peak_rss_kb()) / 1024.0);
   return 0;
 }
 
@@ -132,11 +134,12 @@ int phase_copy(const std::string& db, const std::string& pg_url, long long n) {
   auto from = Store::open("sqlite:" + db);
   auto to = Store::open(pg_url);
   auto t0 = Clock::now();
+  double c0 = cpu_seconds();
   auto r = copy_store(from, to);
-  double secs = bench::seconds_since(t0);
+  double secs = bench::seconds_since(t0), cpu = cpu_seconds() - c0;
   std::printf(
       "copy    %lld messages SQLite -> PostgreSQL (%lld records, verified: %s): %.1f s, "
-      "%.0f messages/s (verification included), peak RSS %.1f MB\n",
+      "%.0f messages/s (verification included); %.1f s CPU here; peak RSS %.1f MB\n",
       n, static_cast<long long>(r.inserted), r.verification.match ? "yes" : "no", secs,
       static_cast<double>(n) / secs, static_cast<double>(peak_rss_kb()) / 1024.0);
   return r.verification.match ? 0 : 1;
