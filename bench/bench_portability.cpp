@@ -141,7 +141,7 @@ int phase_copy(const std::string& db, const std::string& pg_url, long long n) {
       "copy    %lld messages SQLite -> PostgreSQL (%lld records, verified: %s): %.1f s, "
       "%.0f messages/s (verification included); %.1f s CPU here; peak RSS %.1f MB\n",
       n, static_cast<long long>(r.inserted), r.verification.match ? "yes" : "no", secs,
-      static_cast<double>(n) / secs, static_cast<double>(peak_rss_kb()) / 1024.0);
+      static_cast<double>(n) / secs, cpu, static_cast<double>(peak_rss_kb()) / 1024.0);
   return r.verification.match ? 0 : 1;
 }
 
