@@ -109,6 +109,52 @@ class SqliteDialect final : public Dialect {
   bool errors_abort_transaction() const noexcept override { return false; }
   std::string lock_migrations() const override { return {}; }
 
+  void backup(soci::session& s, const std::string& path, int pages_per_step,
+              const std::function<void(long long, long long)>& progress) const override {
+    using namespace sqlite_api;
+    sqlite3* src = handle(s);
+    if (src == nullptr) throw Error(ErrorCode::internal, "backup: no SQLite connection");
+    sqlite3* dst = nullptr;
+    int rc =
+        sqlite3_open_v2(path.c_str(), &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+    auto fail = [&](ErrorCode code, const std::string& what) {
+      std::string msg = dst != nullptr ? sqlite3_errmsg(dst) : "out of memory";
+      sqlite3_close(dst);
+      throw Error(code, fmt::format("backup to {}: {}: {}", path, what, msg));
+    };
+    if (rc != SQLITE_OK) fail(ErrorCode::unavailable, "cannot open the backup file");
+    sqlite3_backup* b = sqlite3_backup_init(dst, "main", src, "main");
+    if (b == nullptr) fail(ErrorCode::unavailable, "cannot start the backup");
+    int busy = 0;
+    try {
+      do {
+        rc = sqlite3_backup_step(b, pages_per_step);
+        if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) {
+          if (++busy > 2000) break;  // about 10 s
+          sqlite3_sleep(5);
+          continue;
+        }
+        if (progress) {
+          long long total = sqlite3_backup_pagecount(b);
+          progress(total - sqlite3_backup_remaining(b), total);
+        }
+      } while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
+    } catch (...) {
+      sqlite3_backup_finish(b);
+      sqlite3_close(dst);
+      throw;
+    }
+    int fin = sqlite3_backup_finish(b);
+    if (rc != SQLITE_DONE) {
+      fail(rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? ErrorCode::unavailable : ErrorCode::internal,
+           fmt::format("step failed ({})", sqlite3_errstr(rc)));
+    }
+    if (fin != SQLITE_OK) fail(ErrorCode::internal, "finishing failed");
+    if (sqlite3_close(dst) != SQLITE_OK) {
+      throw Error(ErrorCode::internal, fmt::format("backup to {}: closing failed", path));
+    }
+  }
+
   const std::vector<std::vector<std::string>>& migrations() const override {
     static const auto m = schema_migrations(SchemaTypes{
         "INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER", "TEXT", "TEXT", "BOOLEAN", "TEXT", false});

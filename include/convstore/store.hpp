@@ -28,6 +28,10 @@ class ReviewQueue;
 class TaskQueue;
 class WebSessionStore;
 
+namespace detail {
+struct StoreAccess;  // the library's own free functions (portability)
+}  // namespace detail
+
 // What Store::health() found.
 struct Health {
   bool ok = false;
@@ -152,6 +156,7 @@ class CONVSTORE_EXPORT Store {
 
  private:
   friend class SessionCache;
+  friend struct detail::StoreAccess;
   explicit Store(std::unique_ptr<Impl> impl);
   void run_transaction(const std::function<void()>& body);
   std::unique_ptr<Impl> impl_;

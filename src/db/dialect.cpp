@@ -30,6 +30,14 @@ const Dialect& dialect_for(Backend backend) {
               "(configure with -DCONVSTORE_WITH_POSTGRESQL=ON)");
 }
 
+void Dialect::backup(soci::session&, const std::string&, int,
+                     const std::function<void(long long, long long)>&) const {
+  throw Error(ErrorCode::not_supported,
+              fmt::format("backup is not supported on {}: back up a PostgreSQL database with "
+                          "pg_dump -Fc and restore it with pg_restore (see the README)",
+                          name()));
+}
+
 namespace {
 
 bool starts_with(std::string_view s, std::string_view p) {

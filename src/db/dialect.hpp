@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -57,6 +58,14 @@ class Dialect {
   // The migrations of the schema, in order; migration i (0-based) takes the
   // database from version i to i + 1. Each element is one statement.
   virtual const std::vector<std::vector<std::string>>& migrations() const = 0;
+
+  // Copies the database of `s` into the file `path` with SQLite's online
+  // backup API, `pages_per_step` pages at a time, calling
+  // progress(pages done, page count) after each step. The caller holds a
+  // read transaction on `s`, so every step copies the same snapshot while
+  // other connections write. Throws Error(not_supported) on PostgreSQL.
+  virtual void backup(soci::session& s, const std::string& path, int pages_per_step,
+                      const std::function<void(long long, long long)>& progress) const;
 };
 
 // The dialect for `target.backend`. Throws Error(not_supported) naming the
