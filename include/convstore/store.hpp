@@ -150,8 +150,9 @@ class CONVSTORE_EXPORT Store {
   // before that is not counted. A store call made by the implementation of
   // another one (on the same thread) is counted only as that outer call.
   // Each Store::transaction counts once as "transaction" (its body and
-  // commit), and every call made inside it counts as well. A few calls run in
-  // stages of their own and count each stage: see the README.
+  // commit), and every call made inside it counts as well. Calls that run in
+  // stages (a claim needing a second statement, a refused heartbeat reading
+  // the task to explain itself) count once.
   // Cheap (relaxed atomic increments, no lock) and safe from any thread; a
   // read while calls run is not one instant's snapshot across operations.
   std::vector<OperationStats> operation_stats() const;
