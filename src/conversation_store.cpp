@@ -799,38 +799,41 @@ Message ConversationStore::append(ConversationId id, const NewMessage& m,
                                   const AppendOptions& opts) {
   EncodedMessage e = encode(m);
   const Op op{"append message", "conversation", id};
-  if (impl_->backend() == Backend::postgresql && !m.client_key && !opts.fence) {
-    auto mid = impl_->single(op, [&](Connection& c) {
-      Timestamp t = now();
-      MessageId out = 0;
-      Stmt s(c, kAppendOneStatement);
-      s.in(t).in(t).in(id).in(opts.expected_version).in(opts.expected_version);
-      s.in(m.role).in(m.kind).in(m.content).in(m.agent).in(m.model).in(m.token_count);
-      s.in(m.tool_name);
-      if (e.has_tool_args) {
-        s.in(e.tool_args);
-      } else {
-        s.in_null();
+  // Counted once, as the append, whatever else it reads to explain a refusal.
+  return impl_->counted(op, [&]() -> Message {
+    if (impl_->backend() == Backend::postgresql && !m.client_key && !opts.fence) {
+      auto mid = impl_->single(op, [&](Connection& c) {
+        Timestamp t = now();
+        MessageId out = 0;
+        Stmt s(c, kAppendOneStatement);
+        s.in(t).in(t).in(id).in(opts.expected_version).in(opts.expected_version);
+        s.in(m.role).in(m.kind).in(m.content).in(m.agent).in(m.model).in(m.token_count);
+        s.in(m.tool_name);
+        if (e.has_tool_args) {
+          s.in(e.tool_args);
+        } else {
+          s.in_null();
+        }
+        s.in(m.tool_call_id).in(m.platform_message_id).in(m.reply_to_platform_id).in(m.client_key);
+        s.in(m.complete).in(e.metadata).in(t).in(t).out(out);
+        if (!s.one()) return std::pair<MessageId, Timestamp>{0, t};
+        return std::pair<MessageId, Timestamp>{out, t};
+      });
+      if (mid.first != 0) {
+        impl_->messages_changed(id);
+        return stored_message(mid.first, id, m, mid.second);
       }
-      s.in(m.tool_call_id).in(m.platform_message_id).in(m.reply_to_platform_id).in(m.client_key);
-      s.in(m.complete).in(e.metadata).in(t).in(t).out(out);
-      if (!s.one()) return std::pair<MessageId, Timestamp>{0, t};
-      return std::pair<MessageId, Timestamp>{out, t};
-    });
-    if (mid.first != 0) {
-      impl_->messages_changed(id);
-      return stored_message(mid.first, id, m, mid.second);
+      // Nothing written: say why.
+      auto conv = get(id);
+      if (!conv) conversation_not_found(id);
+      throw Error(ErrorCode::conflict,
+                  fmt::format("conversation {} is at version {}, not the expected {}", id,
+                              conv->version, opts.expected_version.value_or(-1)));
     }
-    // Nothing written: say why.
-    auto conv = get(id);
-    if (!conv) conversation_not_found(id);
-    throw Error(ErrorCode::conflict,
-                fmt::format("conversation {} is at version {}, not the expected {}", id,
-                            conv->version, opts.expected_version.value_or(-1)));
-  }
-  Message out = impl_->write(op, [&](Connection& c) { return append_locked(c, id, m, e, opts); });
-  impl_->messages_changed(id);
-  return out;
+    Message out = impl_->write(op, [&](Connection& c) { return append_locked(c, id, m, e, opts); });
+    impl_->messages_changed(id);
+    return out;
+  });
 }
 
 std::vector<Message> ConversationStore::append_batch(ConversationId id,

@@ -342,48 +342,51 @@ RotationResult CredentialStore::rotate(const SecretKey& from, const SecretKey& t
       "UPDATE credentials SET key_id = :k, nonce = :no, ciphertext = :c, updated_at = :t "
       "WHERE id = :id AND key_id = :old AND nonce = :old_nonce"};
   static const Sql left{"SELECT COUNT(*) FROM credentials WHERE key_id = :k"};
-  RotationResult result;
-  CredentialId after = 0;
-  for (;;) {
-    struct Step {
-      std::int64_t rotated = 0;
-      std::size_t seen = 0;
-      CredentialId last = 0;
-    };
-    Step step = impl_->write(Op{"rotate credential key"}, [&](Connection& c) {
-      std::vector<Row> rows;
-      {
-        Row r;
-        Stmt st(c, page);
-        st.in(from.id()).in(after).in(batch);
-        bind_row(st, r);
-        while (st.next()) rows.push_back(r);
-      }
-      Step s;
-      s.seen = rows.size();
-      const Timestamp t = now();
-      for (Row& r : rows) {
-        s.last = r.info.id;
-        std::string plain = open_sealed(r, from);
-        const Sealed fresh = seal(plain, r.info.user_id, r.info.name, to);
-        sodium_memzero(plain.data(), plain.size());
-        Stmt up(c, rewrite);
-        up.in(to.id()).in(fresh.nonce).in(fresh.ciphertext).in(t);
-        up.in(r.info.id).in(from.id()).in(r.sealed.nonce).one();
-        s.rotated += up.affected();
-      }
-      return s;
+  // Counted once: its batches and the final count.
+  return impl_->counted(Op{"rotate credential key"}, [&]() -> RotationResult {
+    RotationResult result;
+    CredentialId after = 0;
+    for (;;) {
+      struct Step {
+        std::int64_t rotated = 0;
+        std::size_t seen = 0;
+        CredentialId last = 0;
+      };
+      Step step = impl_->write(Op{"rotate credential key"}, [&](Connection& c) {
+        std::vector<Row> rows;
+        {
+          Row r;
+          Stmt st(c, page);
+          st.in(from.id()).in(after).in(batch);
+          bind_row(st, r);
+          while (st.next()) rows.push_back(r);
+        }
+        Step s;
+        s.seen = rows.size();
+        const Timestamp t = now();
+        for (Row& r : rows) {
+          s.last = r.info.id;
+          std::string plain = open_sealed(r, from);
+          const Sealed fresh = seal(plain, r.info.user_id, r.info.name, to);
+          sodium_memzero(plain.data(), plain.size());
+          Stmt up(c, rewrite);
+          up.in(to.id()).in(fresh.nonce).in(fresh.ciphertext).in(t);
+          up.in(r.info.id).in(from.id()).in(r.sealed.nonce).one();
+          s.rotated += up.affected();
+        }
+        return s;
+      });
+      result.rotated += step.rotated;
+      if (step.seen < static_cast<std::size_t>(batch)) break;
+      after = step.last;
+    }
+    result.remaining = impl_->read(Op{"rotate credential key"}, [&](Connection& c) {
+      long long n = 0;
+      Stmt(c, left).in(from.id()).out(n).one();
+      return static_cast<std::int64_t>(n);
     });
-    result.rotated += step.rotated;
-    if (step.seen < static_cast<std::size_t>(batch)) break;
-    after = step.last;
-  }
-  result.remaining = impl_->read(Op{"rotate credential key"}, [&](Connection& c) {
-    long long n = 0;
-    Stmt(c, left).in(from.id()).out(n).one();
-    return static_cast<std::int64_t>(n);
+    return result;
   });
-  return result;
 }
 
 }  // namespace convstore

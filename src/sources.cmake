@@ -1,12 +1,14 @@
 # The library's sources, listed explicitly (no globbing).
 set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/agent_state_store.hpp
+  include/convstore/analytics.hpp
   include/convstore/calendar_store.hpp
   include/convstore/convstore.hpp
   include/convstore/conversation_store.hpp
   include/convstore/credential_store.hpp
   include/convstore/dialog_store.hpp
   include/convstore/error.hpp
+  include/convstore/operation_templates.hpp
   include/convstore/options.hpp
   include/convstore/portability.hpp
   include/convstore/session_cache.hpp
@@ -17,6 +19,7 @@ set(CONVSTORE_PUBLIC_HEADERS
 )
 set(CONVSTORE_SOURCES
   src/agent_state_store.cpp
+  src/analytics.cpp
   src/calendar_store.cpp
   src/calendar_time.cpp
   src/icalendar.cpp
@@ -30,6 +33,8 @@ set(CONVSTORE_SOURCES
   src/cache/memory_cache.cpp
   src/error.cpp
   src/portability.cpp
+  src/op_stats.cpp
+  src/operation_templates.cpp
   src/store.cpp
   src/store_helpers.cpp
   src/task_queue.cpp

@@ -157,6 +157,20 @@ std::exception_ptr Store::Impl::translated(const Op& op, Connection* c,
 
 void Store::Impl::run_transaction(const std::function<void()>& body) {
   const Op op{"transaction"};
+  // Counted once as "transaction", without hiding the calls made inside
+  // it, which are counted as well (so not through counted()).
+  detail::OpStats::Slot& slot = op_stats.slot(op.action);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    run_transaction_uncounted(op, body);
+  } catch (...) {
+    detail::OpStats::record(slot, std::chrono::steady_clock::now() - t0, std::current_exception());
+    throw;
+  }
+  detail::OpStats::record(slot, std::chrono::steady_clock::now() - t0, nullptr);
+}
+
+void Store::Impl::run_transaction_uncounted(const Op& op, const std::function<void()>& body) {
   if (Connection* c = current()) {
     // Nested: its own savepoint, so that its failure undoes only its work.
     in_savepoint(op, *c, body);
@@ -288,6 +302,11 @@ CredentialStore& Store::credentials() { return impl_->credentials; }
 DialogStore& Store::dialogs() { return impl_->dialogs; }
 ReviewQueue& Store::reviews() { return impl_->reviews; }
 TaskQueue& Store::tasks() { return impl_->tasks; }
+Analytics& Store::analytics() { return impl_->analytics; }
+OperationTemplates& Store::templates() { return impl_->templates; }
+
+std::vector<OperationStats> Store::operation_stats() const { return impl_->op_stats.read(); }
+void Store::reset_operation_stats() noexcept { impl_->op_stats.reset(); }
 
 std::string Store::backend() const { return std::string(impl_->dialect.name()); }
 

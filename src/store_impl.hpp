@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -16,16 +17,19 @@
 
 #include "agent_cache.hpp"
 #include "convstore/agent_state_store.hpp"
+#include "convstore/analytics.hpp"
 #include "convstore/calendar_store.hpp"
 #include "convstore/conversation_store.hpp"
 #include "convstore/credential_store.hpp"
 #include "convstore/dialog_store.hpp"
+#include "convstore/operation_templates.hpp"
 #include "convstore/store.hpp"
 #include "convstore/task_queue.hpp"
 #include "convstore/web_session_store.hpp"
 #include "db/connection.hpp"
 #include "db/dialect.hpp"
 #include "db/statement.hpp"
+#include "op_stats.hpp"
 
 namespace convstore {
 
@@ -58,7 +62,10 @@ class Store::Impl {
   DialogStore dialogs{this};
   ReviewQueue reviews{this};
   TaskQueue tasks{this};
+  Analytics analytics{this};
+  OperationTemplates templates{this};
   detail::AgentCache agent_cache;
+  detail::OpStats op_stats;
   int schema_version = 0;
 
   detail::Backend backend() const noexcept { return dialect.backend(); }
@@ -85,6 +92,13 @@ class Store::Impl {
   auto single(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>()));
 
   void run_transaction(const std::function<void()>& body);
+
+  // Runs fn() as one call of `op` in the operation counters: its latency,
+  // and whether it threw. Not counted again when the calling thread is
+  // already inside a counted call of this store (one store call built on
+  // another). read / snapshot / write / single count through this.
+  template <class F>
+  auto counted(const Op& op, F&& fn) -> decltype(fn());
 
   // The connection of the calling thread's open transaction on this store.
   detail::Connection* current() const noexcept;
@@ -113,6 +127,18 @@ class Store::Impl {
   std::mutex listeners_mu_;
   std::uint64_t next_listener_ = 0;
   std::vector<std::pair<std::uint64_t, std::function<void(ConversationId)>>> listeners_;
+
+  template <class F>
+  auto read_uncounted(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>()));
+  template <class F>
+  auto snapshot_uncounted(const Op& op, F&& fn)
+      -> decltype(fn(std::declval<detail::Connection&>()));
+  template <class F>
+  auto write_uncounted(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>()));
+  template <class F>
+  auto single_uncounted(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>()));
+
+  void run_transaction_uncounted(const Op& op, const std::function<void()>& body);
 
   enum class Begin { write, read };
   // A pooled connection with a transaction begun on it. A BEGIN that fails
@@ -192,7 +218,8 @@ auto Store::Impl::joined(const Op& op, detail::Connection& c, F&& fn) -> decltyp
 }
 
 template <class F>
-auto Store::Impl::read(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>())) {
+auto Store::Impl::read_uncounted(const Op& op, F&& fn)
+    -> decltype(fn(std::declval<detail::Connection&>())) {
   if (detail::Connection* c = current()) return joined(op, *c, [&] { return fn(*c); });
   for (int attempt = 0;; ++attempt) {
     auto lease = pool.acquire();
@@ -231,20 +258,21 @@ auto Store::Impl::in_transaction(const Op& op, Begin kind, F&& fn)
 }
 
 template <class F>
-auto Store::Impl::snapshot(const Op& op, F&& fn)
+auto Store::Impl::snapshot_uncounted(const Op& op, F&& fn)
     -> decltype(fn(std::declval<detail::Connection&>())) {
   if (detail::Connection* c = current()) return joined(op, *c, [&] { return fn(*c); });
   return in_transaction(op, Begin::read, std::forward<F>(fn));
 }
 
 template <class F>
-auto Store::Impl::write(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>())) {
+auto Store::Impl::write_uncounted(const Op& op, F&& fn)
+    -> decltype(fn(std::declval<detail::Connection&>())) {
   if (detail::Connection* c = current()) return in_savepoint(op, *c, [&] { return fn(*c); });
   return in_transaction(op, Begin::write, std::forward<F>(fn));
 }
 
 template <class F>
-auto Store::Impl::single(const Op& op, F&& fn)
+auto Store::Impl::single_uncounted(const Op& op, F&& fn)
     -> decltype(fn(std::declval<detail::Connection&>())) {
   if (detail::Connection* c = current()) return in_savepoint(op, *c, [&] { return fn(*c); });
   auto lease = pool.acquire();
@@ -254,5 +282,41 @@ auto Store::Impl::single(const Op& op, F&& fn)
     fail(op, &*lease, std::current_exception());
   }
 }
+
+template <class F>
+auto Store::Impl::counted(const Op& op, F&& fn) -> decltype(fn()) {
+  if (detail::t_counting == this) return fn();
+  struct Scope {
+    const void* outer;
+    detail::OpStats::Slot& slot;
+    std::chrono::steady_clock::time_point t0;
+    std::exception_ptr error;
+    ~Scope() {
+      detail::t_counting = outer;
+      detail::OpStats::record(slot, std::chrono::steady_clock::now() - t0, error);
+    }
+  } scope{detail::t_counting, op_stats.slot(op.action), std::chrono::steady_clock::now(), {}};
+  detail::t_counting = this;
+  try {
+    return fn();
+  } catch (...) {
+    scope.error = std::current_exception();
+    throw;
+  }
+}
+
+#define CS_COUNTED_HELPER(name)                                                     \
+  template <class F>                                                                \
+  auto Store::Impl::name(const Op& op, F&& fn)                                      \
+      ->decltype(fn(std::declval<detail::Connection&>())) {                         \
+    return counted(op, [&]() -> decltype(fn(std::declval<detail::Connection&>())) { \
+      return name##_uncounted(op, std::forward<F>(fn));                             \
+    });                                                                             \
+  }
+CS_COUNTED_HELPER(read)
+CS_COUNTED_HELPER(snapshot)
+CS_COUNTED_HELPER(write)
+CS_COUNTED_HELPER(single)
+#undef CS_COUNTED_HELPER
 
 }  // namespace convstore

@@ -539,12 +539,15 @@ std::vector<Task> TaskQueue::claim(std::string_view worker, const ClaimOptions& 
     // one snapshot, so the claim cannot take the tasks the sweep put back:
     // when it found fewer than `max`, a second statement (a new snapshot)
     // claims from what is pending now, those included.
-    auto tasks = impl_->single(op, [&](Connection& c) { return run(c, now(), o.max, true); });
-    if (tasks.size() >= o.max) return in_order(std::move(tasks));
-    auto more = impl_->single(
-        op, [&](Connection& c) { return run(c, now(), o.max - tasks.size(), false); });
-    tasks.insert(tasks.end(), more.begin(), more.end());
-    return in_order(std::move(tasks));
+    // Counted once, as one claim.
+    return impl_->counted(op, [&] {
+      auto tasks = impl_->single(op, [&](Connection& c) { return run(c, now(), o.max, true); });
+      if (tasks.size() >= o.max) return in_order(std::move(tasks));
+      auto more = impl_->single(
+          op, [&](Connection& c) { return run(c, now(), o.max - tasks.size(), false); });
+      tasks.insert(tasks.end(), more.begin(), more.end());
+      return in_order(std::move(tasks));
+    });
   }
   // A write transaction: the sweep, then the claim (which sees what the
   // sweep put back). On SQLite BEGIN IMMEDIATE makes this process the only
@@ -576,14 +579,17 @@ Task TaskQueue::heartbeat(TaskId id, std::int64_t lease_number, std::chrono::mil
       "UPDATE tasks SET lease_expires_at = :e, updated_at = :t WHERE id = :id AND "
       "lease = :l AND status = 'processing' RETURNING " CS_TASK_COLS};
   const Op op{"task heartbeat", "task", id};
-  auto task = impl_->single(op, [&](Connection& c) {
-    const Timestamp t = now();
-    Stmt st(c, q);
-    st.in(t + lease).in(t).in(id).in(lease_number);
-    return fetch_task(st);
+  // Counted once, refusals included (they read the task to explain).
+  return impl_->counted(op, [&]() -> Task {
+    auto task = impl_->single(op, [&](Connection& c) {
+      const Timestamp t = now();
+      Stmt st(c, q);
+      st.in(t + lease).in(t).in(id).in(lease_number);
+      return fetch_task(st);
+    });
+    if (task) return *task;
+    refuse(get(id), id, lease_number, "extend the lease of");
   });
-  if (task) return *task;
-  refuse(get(id), id, lease_number, "extend the lease of");
 }
 
 Task TaskQueue::complete(TaskId id, std::int64_t lease_number, const Json& result) {
@@ -595,14 +601,17 @@ Task TaskQueue::complete(TaskId id, std::int64_t lease_number, const Json& resul
       "finished_at = :t1, updated_at = :t2 WHERE id = :id AND lease = :l AND status = "
       "'processing' RETURNING " CS_TASK_COLS};
   const Op op{"complete task", "task", id};
-  auto task = impl_->single(op, [&](Connection& c) {
-    const Timestamp t = now();
-    Stmt st(c, q);
-    st.in(text).in(t).in(t).in(id).in(lease_number);
-    return fetch_task(st);
+  // Counted once, refusals included (they read the task to explain).
+  return impl_->counted(op, [&]() -> Task {
+    auto task = impl_->single(op, [&](Connection& c) {
+      const Timestamp t = now();
+      Stmt st(c, q);
+      st.in(text).in(t).in(t).in(id).in(lease_number);
+      return fetch_task(st);
+    });
+    if (task) return *task;
+    refuse(get(id), id, lease_number, "complete");
   });
-  if (task) return *task;
-  refuse(get(id), id, lease_number, "complete");
 }
 
 Task TaskQueue::fail(TaskId id, std::int64_t lease_number, std::string_view error,
@@ -796,6 +805,12 @@ std::vector<TaskSchedule> TaskQueue::schedules() {
 
 std::int64_t TaskQueue::run_periodic(Timestamp at) {
   check_time(at, "run_periodic time");
+  // Counted once: the check and, when something is due, the write.
+  const Op op{"run periodic tasks"};
+  return impl_->counted(op, [&]() -> std::int64_t { return run_periodic_counted(at); });
+}
+
+std::int64_t TaskQueue::run_periodic_counted(Timestamp at) {
   // Most calls find nothing due: a plain read, no write transaction.
   static const Sql any{"SELECT COUNT(*) FROM task_schedules WHERE next_run_at <= :a"};
   const bool due = impl_->read(Op{"run periodic tasks"}, [&](Connection& c) {

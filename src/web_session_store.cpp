@@ -294,23 +294,26 @@ std::optional<WebSession> WebSessionStore::validate(std::string_view access_toke
   if (!plausible_token(access_token)) return std::nullopt;
   ensure_sodium();
   const std::string hash = token_hash(access_token);
-  const Timestamp t = now();
-  auto s = impl_->read(Op{"validate web session"}, [&](Connection& c) {
-    Stmt st(c, kByAccess);
-    st.in(hash);
-    return fetch_session(st, t);
-  });
-  if (!s || !s->usable(t)) return std::nullopt;
-  if (touch && (!s->last_used_at || *s->last_used_at + kTouchResolution <= t)) {
-    static const Sql q{
-        "UPDATE web_sessions SET last_used_at = :t WHERE id = :id AND revoked_at IS NULL "
-        "AND (last_used_at IS NULL OR last_used_at < :t2)"};
-    impl_->single(Op{"record web session use", "web session", s->id}, [&](Connection& c) {
-      Stmt(c, q).in(t).in(s->id).in(t - kTouchResolution).one();
+  // Counted once, with the use it records.
+  return impl_->counted(Op{"validate web session"}, [&]() -> std::optional<WebSession> {
+    const Timestamp t = now();
+    auto s = impl_->read(Op{"validate web session"}, [&](Connection& c) {
+      Stmt st(c, kByAccess);
+      st.in(hash);
+      return fetch_session(st, t);
     });
-    s->last_used_at = t;
-  }
-  return s;
+    if (!s || !s->usable(t)) return std::nullopt;
+    if (touch && (!s->last_used_at || *s->last_used_at + kTouchResolution <= t)) {
+      static const Sql q{
+          "UPDATE web_sessions SET last_used_at = :t WHERE id = :id AND revoked_at IS NULL "
+          "AND (last_used_at IS NULL OR last_used_at < :t2)"};
+      impl_->single(Op{"record web session use", "web session", s->id}, [&](Connection& c) {
+        Stmt(c, q).in(t).in(s->id).in(t - kTouchResolution).one();
+      });
+      s->last_used_at = t;
+    }
+    return s;
+  });
 }
 
 // ================================ refreshing ===============================

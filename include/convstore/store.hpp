@@ -2,7 +2,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -20,10 +22,12 @@
 namespace convstore {
 
 class AgentStateStore;
+class Analytics;
 class CalendarStore;
 class ConversationStore;
 class CredentialStore;
 class DialogStore;
+class OperationTemplates;
 class ReviewQueue;
 class TaskQueue;
 class WebSessionStore;
@@ -67,6 +71,34 @@ struct Stats {
   std::int64_t messages = 0;
   std::int64_t agents = 0;  // registered agents, active or not
 };
+
+// The counters of one operation of a Store (Store::operation_stats): every
+// call of the operation since the store was opened (or the counters reset).
+struct OperationStats {
+  // The latency histogram's buckets, on a log scale: bucket 0 holds calls
+  // that took under 1 us, bucket i (1..24) calls of [2^(i-1), 2^i) us, the
+  // last one (25) calls of 2^24 us (16.8 s) or more.
+  static constexpr std::size_t latency_buckets = 26;
+  // The exclusive upper bound of bucket i < 25, in microseconds: 2^i.
+  static constexpr std::int64_t bucket_upper_us(std::size_t i) noexcept {
+    return std::int64_t{1} << i;
+  }
+
+  std::string action;           // what the operation does: "append message", "get task", ...
+  std::uint64_t calls = 0;      // always the sum of `latency`
+  std::uint64_t errors = 0;     // calls that threw (conflicts included)
+  std::uint64_t conflicts = 0;  // calls that threw Error(conflict) or Error(already_exists)
+  std::chrono::microseconds total_time{};  // summed over the calls
+  std::array<std::uint64_t, latency_buckets> latency{};
+  // Estimates from the histogram (linear within a bucket, so within a factor
+  // of 2 of the true value); 0 when there were no calls.
+  double p50_us = 0;
+  double p99_us = 0;
+};
+
+// The latency under which a fraction `q` (0..1) of the calls of `s` fell,
+// estimated from its histogram, in microseconds (0 without calls).
+CONVSTORE_EXPORT double latency_percentile_us(const OperationStats& s, double q) noexcept;
 
 // An open database: the connection pool, the schema, and the stores reached
 // through it (conversations(), ...).
@@ -112,6 +144,10 @@ class CONVSTORE_EXPORT Store {
   ReviewQueue& reviews();
   // Background tasks: claims with leases, retries, periodic schedules.
   TaskQueue& tasks();
+  // Usage analytics over messages and conversations, computed in SQL.
+  Analytics& analytics();
+  // Reusable operation patterns (seed 000 operation_templates).
+  OperationTemplates& templates();
 
   // "sqlite" or "postgresql".
   std::string backend() const;
@@ -134,6 +170,22 @@ class CONVSTORE_EXPORT Store {
   Health health() const noexcept;
   // Counts of users, conversations by status, messages and agents.
   Stats stats() const;
+
+  // The counters of every operation called since the store was opened or
+  // the counters were last reset, by action name (calls, errors, conflicts,
+  // latency histogram, p50 / p99). An operation is one public call of a
+  // store that reaches the database; a call that fails its input checks
+  // before that is not counted. A store call made by the implementation of
+  // another one (on the same thread) is counted only as that outer call.
+  // Each Store::transaction counts once as "transaction" (its body and
+  // commit), and every call made inside it counts as well. Calls that run in
+  // stages (a claim needing a second statement, a refused heartbeat reading
+  // the task to explain itself) count once.
+  // Cheap (relaxed atomic increments, no lock) and safe from any thread; a
+  // read while calls run is not one instant's snapshot across operations.
+  std::vector<OperationStats> operation_stats() const;
+  // Sets every counter back to zero.
+  void reset_operation_stats() noexcept;
 
   // Runs `body` in one transaction: every store call made by this thread
   // inside `body` joins it. Commits when `body` returns; rolls everything

@@ -286,6 +286,7 @@ class CONVSTORE_EXPORT TaskQueue {
  private:
   friend class Store;
   explicit TaskQueue(Store::Impl* impl);
+  std::int64_t run_periodic_counted(Timestamp at);
   Store::Impl* impl_;
 };
 

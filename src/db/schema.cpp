@@ -443,6 +443,31 @@ const char* const kMigration9[] = {
     "CREATE INDEX task_schedules_next ON task_schedules (next_run_at)",
 };
 
+// Migration 12: operation templates (seed 000 operation_templates), each
+// shared (no user) or owned by a user and deleted with them; an
+// (owner, kind, name) is unique. And an index of messages by time, which
+// the analytics' range scans use.
+const char* const kMigration12[] = {
+    R"(CREATE TABLE operation_templates (
+  id {pk},
+  user_id {big} REFERENCES users (id) ON DELETE CASCADE,
+  kind {ctext} NOT NULL,
+  name TEXT NOT NULL,
+  sample_input TEXT NOT NULL,
+  expected_output {json} NOT NULL,
+  use_count {big} NOT NULL DEFAULT 0,
+  last_used_at {ts},
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL
+))",
+    "CREATE UNIQUE INDEX operation_templates_name ON operation_templates "
+    "(COALESCE(user_id, 0), kind, name)",
+    "CREATE INDEX operation_templates_kind ON operation_templates (kind, use_count)",
+    "CREATE INDEX operation_templates_user ON operation_templates (user_id) "
+    "WHERE user_id IS NOT NULL",
+    "CREATE INDEX messages_created ON messages (created_at)",
+};
+
 // Title and description search, the same words found on both: the library
 // normalizes the words into search_words (one tokenizer for documents and
 // queries), which an FTS5 index kept by triggers and a generated tsvector
@@ -510,7 +535,8 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
-  std::vector<std::vector<std::string>> out(10);
+  // Migration 11 is reserved for the retention branch (filled on merge).
+  std::vector<std::vector<std::string>> out(12);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
   for (const char* sql : kMigration3) out[2].push_back(expand(sql));
@@ -520,6 +546,7 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
   for (const char* sql : kMigration7) out[6].push_back(expand(sql));
   for (const char* sql : kMigration8) out[7].push_back(expand(sql));
   for (const char* sql : kMigration9) out[8].push_back(expand(sql));
+  for (const char* sql : kMigration12) out[11].push_back(expand(sql));
   if (t.postgresql) {
     for (const char* sql : kSearchPostgresql) out[2].push_back(sql);
     for (const char* sql : kMigration8Postgresql) out[7].push_back(sql);
@@ -544,7 +571,9 @@ const std::vector<std::string>& migration_descriptions() {
       "dialog processing state and the review queue of suggested replies",
 
       "task queue: tasks with priorities, leases and retries; periodic schedules",
-      "full-text search index over message content"};
+      "full-text search index over message content",
+      "(reserved for a migration merged from another branch)",
+      "operation templates; messages indexed by time for analytics"};
   return d;
 }
 
