@@ -8,6 +8,7 @@ set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/dialog_store.hpp
   include/convstore/error.hpp
   include/convstore/options.hpp
+  include/convstore/retention.hpp
   include/convstore/session_cache.hpp
   include/convstore/store.hpp
   include/convstore/task_queue.hpp
@@ -27,6 +28,7 @@ set(CONVSTORE_SOURCES
   src/cache/database_cache.cpp
   src/cache/memory_cache.cpp
   src/error.cpp
+  src/retention.cpp
   src/store.cpp
   src/store_helpers.cpp
   src/task_queue.cpp

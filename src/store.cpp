@@ -289,6 +289,8 @@ DialogStore& Store::dialogs() { return impl_->dialogs; }
 ReviewQueue& Store::reviews() { return impl_->reviews; }
 TaskQueue& Store::tasks() { return impl_->tasks; }
 
+RetentionStore& Store::retention() { return impl_->retention; }
+
 std::string Store::backend() const { return std::string(impl_->dialect.name()); }
 
 int Store::schema_version() const {

@@ -20,6 +20,7 @@
 #include "convstore/conversation_store.hpp"
 #include "convstore/credential_store.hpp"
 #include "convstore/dialog_store.hpp"
+#include "convstore/retention.hpp"
 #include "convstore/store.hpp"
 #include "convstore/task_queue.hpp"
 #include "convstore/web_session_store.hpp"
@@ -58,6 +59,7 @@ class Store::Impl {
   DialogStore dialogs{this};
   ReviewQueue reviews{this};
   TaskQueue tasks{this};
+  RetentionStore retention{this};
   detail::AgentCache agent_cache;
   int schema_version = 0;
 

@@ -11,6 +11,7 @@
 #include "convstore/dialog_store.hpp"
 #include "convstore/error.hpp"
 #include "convstore/options.hpp"
+#include "convstore/retention.hpp"
 #include "convstore/session_cache.hpp"
 #include "convstore/store.hpp"
 #include "convstore/task_queue.hpp"

@@ -23,6 +23,7 @@ class CalendarStore;
 class ConversationStore;
 class CredentialStore;
 class DialogStore;
+class RetentionStore;
 class ReviewQueue;
 class TaskQueue;
 class WebSessionStore;
@@ -92,6 +93,9 @@ class CONVSTORE_EXPORT Store {
   ReviewQueue& reviews();
   // Background tasks: claims with leases, retries, periodic schedules.
   TaskQueue& tasks();
+  // Retention runs, legal holds, a user's data (export, forget), storage
+  // statistics per channel and agent.
+  RetentionStore& retention();
 
   // "sqlite" or "postgresql".
   std::string backend() const;
