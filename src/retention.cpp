@@ -531,7 +531,6 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
         predicate, policy.channel ? " AND c.channel = :ch" : "",
         policy.agent ? " AND c.agent = :ag" : "", kNotHeld,
         !dry && backend == Backend::postgresql ? " FOR UPDATE" : "");
-    (void)which;
     long long after = 0;
     for (;;) {
       auto batch = [&](Connection& c) {
@@ -999,8 +998,9 @@ ForgetReceipt RetentionStore::forget_user(UserId id) {
     if (sqlite) c.execute_once("PRAGMA secure_delete = OFF");
     return r;
   });
-  if (sqlite) {
-    // The WAL keeps earlier page images until it is checkpointed and reset.
+  if (sqlite && impl_->current() == nullptr) {
+    // The WAL keeps earlier page images until it is checkpointed and reset
+    // (inside Store::transaction nothing is committed yet: not now).
     try {
       impl_->read(Op{"forget user"},
                   [&](Connection& c) { c.execute_once("PRAGMA wal_checkpoint(TRUNCATE)"); });

@@ -1,6 +1,8 @@
 // Copyright (c) the convstore authors.
 // SPDX-License-Identifier: MIT
 // Retention runs, legal holds, a user's data (export, forget), storage stats.
+#include <fmt/format.h>
+
 #include <set>
 #include <sstream>
 
@@ -245,6 +247,52 @@ TEST_CASE_TEMPLATE("Retention abandons idle active conversations", B, CONVSTORE_
   CHECK_FALSE(f.store.retention().is_held(idle));
 }
 
+TEST_CASE_TEMPLATE("Every retention action leaves held conversations and held users alone", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  const auto u = f.user("free");
+  const auto h = f.user("held");
+  auto& r = f.store.retention();
+  r.hold_user(h, "case 1");
+  struct Kind {
+    ConversationStatus status;
+    Timestamp updated;
+  };
+  std::vector<ConversationId> held_ids, free_ids;
+  for (auto k : {Kind{ConversationStatus::completed, T0 - days(40)},
+                 Kind{ConversationStatus::active, T0 - days(40)}}) {
+    held_ids.push_back(f.conv(h, k.status, k.updated, 6));  // by its user
+    const auto c = f.conv(u, k.status, k.updated, 6);       // by itself
+    r.hold(c, "case 2");
+    held_ids.push_back(c);
+    free_ids.push_back(f.conv(u, k.status, k.updated, 6));
+  }
+  auto state = [&](ConversationId id) {
+    auto c = f.store.conversations().get(id);
+    REQUIRE(c);
+    return fmt::format("{}/{}/{}/{}", to_string(c->status), c->message_count, c->version,
+                       testing::contents(f.store.conversations().history(id)));
+  };
+  std::vector<std::string> before;
+  for (auto id : held_ids) before.push_back(state(id));
+  for (auto action :
+       {RetentionAction::anonymize, RetentionAction::archive, RetentionAction::remove}) {
+    RetentionPolicy p;
+    p.completed_older_than = days(30);
+    p.completed_action = action;
+    p.abandon_idle_after = 24h;
+    p.keep_last_messages = 2;
+    r.run(p, at(T0));
+    for (std::size_t i = 0; i < held_ids.size(); ++i) CHECK(state(held_ids[i]) == before[i]);
+  }
+  CHECK_FALSE(f.exists(free_ids[0]));  // the completed one: anonymized, then archived
+  CHECK(f.status(free_ids[1]) == ConversationStatus::abandoned);
+  CHECK(f.store.conversations().history(free_ids[1]).size() == 2);  // trimmed first
+  CHECK(count(db, "archived_conversations") == 1);
+  CHECK(r.holds().size() == 3);
+}
+
 TEST_CASE_TEMPLATE("Retention keeps the last messages, system messages and the newest turn", B,
                    CONVSTORE_BACKENDS) {
   CONVSTORE_TEST_DB(db);
@@ -302,12 +350,14 @@ struct Mixed {
     f.conv(u, ConversationStatus::completed, T0 - days(40), 3, "telegram", "ExpenseAgent", "k1");
     f.conv(v, ConversationStatus::completed, T0 - days(40), 2, "discord", "IncomeAgent");
     f.conv(v, ConversationStatus::completed, T0 - days(10), 2, "discord", "IncomeAgent");
-    f.conv(u, ConversationStatus::active, T0 - days(3), 8, "telegram", "ExpenseAgent");
+    f.conv(u, ConversationStatus::active, T0 - days(3), 8, "telegram", "ExpenseAgent", "k4");
     f.conv(v, ConversationStatus::active, T0 - 1h, 9, "discord");
     f.conv(std::nullopt, ConversationStatus::active, T0 - 1h, 1, "web");
     auto& agents = f.store.agents();
     agents.save_state(StateScope::session("k1"), "ExpenseAgent", Json{{"step", 1}});  // orphaned
     agents.save_state(StateScope::session("gone"), "ExpenseAgent", Json{{"step", 2}});
+    agents.save_state(StateScope::session("k4"), "ExpenseAgent", Json{{"step", 3}});    // live
+    agents.save_state(StateScope::named("global"), "ExpenseAgent", Json{{"step", 4}});  // kept
     testing::raw_exec(f.db,
                       "INSERT INTO cache_entries (key, kind, value, expires_at) VALUES ('old', "
                       "'hash', NULL, " +
@@ -388,7 +438,10 @@ TEST_CASE_TEMPLATE("A dry run reports what the real run does, and writes nothing
   CHECK(count(db, "cache_fields") == 1);
   CHECK(count(db, "cache_waiters") == 1);
   CHECK(count(db, "web_sessions") == 1);
-  CHECK(count(db, "agent_states") == 0);
+  CHECK(count(db, "agent_states") == 2);
+  CHECK(f.store.agents().get_state(StateScope::session("k4"), "ExpenseAgent").has_value());
+  CHECK(f.store.agents().get_state(StateScope::named("global"), "ExpenseAgent").has_value());
+  CHECK_FALSE(f.store.agents().get_state(StateScope::session("k1"), "ExpenseAgent"));
 
   // Everything done: a second dry run finds nothing.
   auto again = f.store.retention().run(m.policy, at(T0, true));
