@@ -466,6 +466,8 @@ const char* const kMigration12[] = {
     "CREATE INDEX operation_templates_user ON operation_templates (user_id) "
     "WHERE user_id IS NOT NULL",
     "CREATE INDEX messages_created ON messages (created_at)",
+};
+
 // Migration 11: retention and legal holds (seeds 000, 001).
 //   legal_holds        a hold on one conversation or on every conversation of
 //                      one user (at most one of each); retention never
