@@ -392,6 +392,8 @@ TEST_CASE_TEMPLATE("Portability: export then import into an empty store gives th
   auto carol = t.conversations().find_user("web", "carol");
   REQUIRE(carol.has_value());
   CHECK_ERROR_CODE(t.retention().forget_user(carol->id), ErrorCode::failed_precondition);
+  // A new hold gets an id after the imported ones.
+  CHECK(t.retention().hold(c3.id, "new").id > t.retention().holds().at(1).id);
   // Released, it is archived like in the source.
   CHECK(t.retention().release(held_id));
   CHECK(archive_old(t).totals.conversations_archived == 1);
