@@ -64,19 +64,26 @@ struct Ref {
 
 struct Table {
   Table(const char* type_, const char* table_, std::vector<Column> columns_,
-        std::vector<const char*> key_, std::vector<Ref> refs_, bool identity_ = false)
+        std::vector<const char*> key_, std::vector<Ref> refs_, bool identity_ = false,
+        const char* archive_of_ = nullptr)
       : type(type_),
         table(table_),
         columns(std::move(columns_)),
         key(std::move(key_)),
         refs(std::move(refs_)),
-        identity(identity_) {}
+        identity(identity_),
+        archive_of(archive_of_) {}
   const char* type;
   const char* table;
   std::vector<Column> columns;
   std::vector<const char*> key;
   std::vector<Ref> refs;
   bool identity;  // the key is an identity id (a sequence on PostgreSQL)
+  // An archive table (retention): its rows keep the ids of `archive_of`'s
+  // rows, and its key (the id) has no unique constraint: the importer's
+  // check of stored keys keeps it unique (a plain INSERT, no ON CONFLICT),
+  // and `archive_of`'s identity is moved past the archived ids.
+  const char* archive_of;
   // Derived.
   std::vector<std::size_t> key_index;
   std::vector<std::vector<std::size_t>> ref_index;
@@ -127,10 +134,26 @@ std::vector<Table> make_tables() {
        {}},
       {"conversation",
        "conversations",
-       {I("id"), Tn("key"), In("user_id"), T("channel"), Tn("chat_id"), Tn("agent"), Tn("kind"),
-        Tn("title"), Tn("active_agent"), T("status"), Tn("model_override"), Tn("external_ref"),
-        I("message_count"), I("version"), I("fence"), Tsn("last_message_at"), O("metadata"),
-        Ts("created_at"), Ts("updated_at")},
+       {I("id"),
+        Tn("key"),
+        In("user_id"),
+        T("channel"),
+        Tn("chat_id"),
+        Tn("agent"),
+        Tn("kind"),
+        Tn("title"),
+        Tn("active_agent"),
+        T("status"),
+        Tn("model_override"),
+        Tn("external_ref"),
+        I("message_count"),
+        I("version"),
+        I("fence"),
+        Tsn("last_message_at"),
+        O("metadata"),
+        Ts("created_at"),
+        Ts("updated_at"),
+        Tsn("anonymized_at")},
        {"id"},
        {{{"user_id"}, "user"}},
        true},
@@ -156,6 +179,70 @@ std::vector<Table> make_tables() {
        {"id"},
        {{{"conversation_id"}, "conversation"}},
        true},
+      // A hold on one conversation or on one user (exactly one of the two).
+      {"legal_hold",
+       "legal_holds",
+       {I("id"), In("conversation_id"), In("user_id"), T("reason"), Ts("created_at")},
+       {"id"},
+       {{{"conversation_id"}, "conversation"}, {{"user_id"}, "user"}},
+       true},
+      // Retention's archive: the archived conversation keeps its user_id,
+      // whose user may be gone (not a reference); its archived rows refer to
+      // it (retention archives them together, forget_user removes them
+      // together).
+      {"archived_conversation",
+       "archived_conversations",
+       {I("id"),
+        Tn("key"),
+        In("user_id"),
+        T("channel"),
+        Tn("chat_id"),
+        Tn("agent"),
+        Tn("kind"),
+        Tn("title"),
+        Tn("active_agent"),
+        T("status"),
+        Tn("model_override"),
+        Tn("external_ref"),
+        I("message_count"),
+        I("version"),
+        I("fence"),
+        Tsn("last_message_at"),
+        O("metadata"),
+        Ts("created_at"),
+        Ts("updated_at"),
+        Tsn("anonymized_at"),
+        Ts("archived_at")},
+       {"id"},
+       {},
+       false,
+       "conversations"},
+      {"archived_message",
+       "archived_messages",
+       {I("id"), I("conversation_id"), T("role"), T("kind"), T("content"), Tn("agent"), Tn("model"),
+        In("token_count"), Tn("tool_name"), Jn("tool_args"), Tn("tool_call_id"),
+        Tn("platform_message_id"), Tn("reply_to_platform_id"), Tn("client_key"), B("complete"),
+        O("metadata"), Ts("created_at"), Ts("updated_at"), Ts("archived_at")},
+       {"id"},
+       {{{"conversation_id"}, "archived_conversation"}},
+       false,
+       "messages"},
+      {"archived_data_snapshot",
+       "archived_conversation_data",
+       {I("id"), I("conversation_id"), T("kind"), J("data"), Ts("created_at"), Ts("archived_at")},
+       {"id"},
+       {{{"conversation_id"}, "archived_conversation"}},
+       false,
+       "conversation_data"},
+      {"archived_question",
+       "archived_agent_questions",
+       {I("id"), I("conversation_id"), T("agent"), T("question"), J("missing_fields"),
+        Tn("platform_message_id"), Ts("asked_at"), Tsn("answered_at"), Tn("answer"),
+        Ts("archived_at")},
+       {"id"},
+       {{{"conversation_id"}, "archived_conversation"}},
+       false,
+       "agent_questions"},
       {"agent",
        "agents",
        {T("id"), T("name"), T("description"), Renamed(T("type"), "agent_type"), O("persona"),
@@ -233,6 +320,13 @@ std::vector<Table> make_tables() {
         Ts("created_at"), Ts("updated_at")},
        {"name"},
        {}},
+      {"operation_template",
+       "operation_templates",
+       {I("id"), In("user_id"), T("kind"), T("name"), T("sample_input"), J("expected_output"),
+        I("use_count"), Tsn("last_used_at"), Ts("created_at"), Ts("updated_at")},
+       {"id"},
+       {{{"user_id"}, "user"}},
+       true},
   };
   for (std::size_t n = 0; n < v.size(); ++n) {
     Table& t = v[n];
@@ -518,6 +612,9 @@ std::string insert_sql(Backend b, const Table& t, std::size_t rows) {
     }
     s += ")";
   }
+  // An archive table has no unique key to conflict on: the writer inserts
+  // only keys it found neither stored nor earlier in the transaction.
+  if (t.archive_of != nullptr) return s;
   std::string key;
   for (const char* k : t.key) key += (key.empty() ? "" : ", ") + std::string(k);
   return s + fmt::format(" ON CONFLICT ({}) DO NOTHING", key);
@@ -659,6 +756,7 @@ class Writer {
     flush();
     widen_calendar_bounds();
     if (c_.backend() == Backend::postgresql) move_sequences();
+    move_past_archived_ids();
   }
 
   std::int64_t inserted = 0;
@@ -729,7 +827,9 @@ class Writer {
       in_batch.emplace(std::move(key), &p);
       fresh.push_back(&p);
     }
-    if (!fresh.empty()) write(t, fresh, size);
+    // The insert is padded with copies of the last row, which ON CONFLICT
+    // drops; an archive table has no conflict to drop them: exact size.
+    if (!fresh.empty()) write(t, fresh, t.archive_of != nullptr ? fresh.size() : size);
     pending_.clear();
   }
 
@@ -819,6 +919,35 @@ class Writer {
                            "NOT NULL AND m > COALESCE(pg_sequence_last_value(s), 0)",
                            t.table, id))
           .out(v)
+          .one();
+    }
+  }
+
+  // Archived rows keep the ids of the rows they were: the identity of the
+  // live table is moved past them, so that a new conversation (message,
+  // ...) never takes an archived id. Never moved back.
+  void move_past_archived_ids() {
+    for (const Table& t : tables()) {
+      if (t.archive_of == nullptr || inserted_by_[t.order] == 0) continue;
+      long long v = 0;
+      if (c_.backend() == Backend::postgresql) {
+        Stmt(c_, fmt::format("SELECT setval(s, m) FROM (SELECT pg_get_serial_sequence('{0}', "
+                             "'id')::regclass AS s, (SELECT MAX(id) FROM {1}) AS m) x WHERE m IS "
+                             "NOT NULL AND m > COALESCE(pg_sequence_last_value(s), 0)",
+                             t.archive_of, t.table))
+            .out(v)
+            .one();
+        continue;
+      }
+      // SQLite AUTOINCREMENT: sqlite_sequence holds the largest id used.
+      Stmt(c_, fmt::format("UPDATE sqlite_sequence SET seq = (SELECT MAX(id) FROM {1}) WHERE "
+                           "name = '{0}' AND seq < (SELECT MAX(id) FROM {1})",
+                           t.archive_of, t.table))
+          .one();
+      Stmt(c_, fmt::format("INSERT INTO sqlite_sequence (name, seq) SELECT '{0}', m FROM (SELECT "
+                           "MAX(id) AS m FROM {1}) x WHERE m IS NOT NULL AND NOT EXISTS (SELECT 1 "
+                           "FROM sqlite_sequence WHERE name = '{0}')",
+                           t.archive_of, t.table))
           .one();
     }
   }

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -151,6 +152,81 @@ void seed(Store& s, const testing::TestDb& db) {
                     "interval_ms, anchor, next_run_at, created_at, updated_at) VALUES ('nightly', "
                     "'cleanup', 1, '{}', 3, 86400000, '2029-12-01T00:00:00Z', "
                     "'2029-12-02T00:00:00Z', '2029-12-01T00:00:00Z', '2029-12-01T00:00:00Z')");
+
+  // Operation templates: owned and shared, used a different number of times
+  // (the list's order), none used.
+  auto& tp = s.templates();
+  NewOperationTemplate ot;
+  ot.kind = "expense";
+  ot.name = "coffee ☕";
+  ot.sample_input = "coffee 4.50 \"Zürich\"";
+  ot.expected_output = Json{{"amount", 4.5}, {"category", "food"}};
+  ot.user_id = alice.id;
+  auto owned = tp.add(ot);
+  ot.user_id.reset();
+  ot.name = "taxi";
+  ot.expected_output = Json::array({1, "two", nullptr});
+  auto taxi = tp.add(ot);
+  ot.name = "never used";
+  tp.add(ot);
+  tp.record_use(taxi.id);
+  tp.record_use(taxi.id);
+  tp.record_use(owned.id);
+
+  // Retention: an anonymized conversation, a held one, a held user and an
+  // archived conversation (created last: its ids are the largest, which an
+  // import must not hand out again). Their last activity is set to a fixed
+  // time; the runs' `now` is a month later.
+  auto old_completed = [&](const char* channel, std::optional<UserId> user, const char* text) {
+    NewConversation n;
+    n.channel = channel;
+    n.user_id = user;
+    n.title = "to be blanked";
+    auto c = cs.start(n);
+    cs.append(c.id, testing::text(text));
+    cs.set_status(c.id, ConversationStatus::completed);
+    return c.id;
+  };
+  const auto anon = old_completed("anon", bob.id, "anonymize me");
+  const auto held = old_completed("archive", alice.id, "held back");
+  User carol = cs.upsert_user(UserUpsert("web", "carol"));
+  s.retention().hold(held, "litigation 12 ⚖");
+  s.retention().hold_user(carol.id, "subpoena");
+  const auto archived = old_completed("archive", alice.id, "archive me \u00e9");
+  NewMessage am2 = testing::text("second archived");
+  am2.role = Role::assistant;
+  am2.tool_args = Json{{"a", 1}};
+  cs.append(archived, am2);
+  cs.save_data(archived, DataKind::complete, Json{{"amount", 42}});
+  auto aq = cs.ask(archived, NewQuestion("planner", "How much?", Json::array({"amount"})));
+  cs.answer(aq.id, std::string("42"));
+  cs.ask(archived, NewQuestion("planner", "Unanswered?"));
+  for (auto c : {anon, held, archived}) {
+    testing::raw_exec(db,
+                      "UPDATE conversations SET updated_at = '2029-01-01T00:00:00Z' WHERE id = " +
+                          std::to_string(c));
+  }
+  RetentionPolicy p;
+  p.completed_older_than = std::chrono::hours(24 * 7);
+  p.completed_action = RetentionAction::anonymize;
+  p.channel = "anon";
+  RetentionRun run;
+  run.now = at("2029-02-01T00:00:00Z");
+  REQUIRE(s.retention().run(p, run).totals.conversations_anonymized == 1);
+  p.completed_action = RetentionAction::archive;
+  p.channel = "archive";
+  REQUIRE(s.retention().run(p, run).totals.conversations_archived == 1);
+}
+
+// The retention run of the seed (archive, channel "archive").
+RetentionReport archive_old(Store& s) {
+  RetentionPolicy p;
+  p.completed_older_than = std::chrono::hours(24 * 7);
+  p.completed_action = RetentionAction::archive;
+  p.channel = "archive";
+  RetentionRun run;
+  run.now = at("2029-02-01T00:00:00Z");
+  return s.retention().run(p, run);
 }
 
 std::string export_text(Store& s, ExportReport* report = nullptr) {
@@ -215,14 +291,25 @@ TEST_CASE_TEMPLATE("Portability: export then import into an empty store gives th
   CHECK(lines[0] == fmt::format(R"({{"format":"convstore","version":1,"schema_version":{}}})",
                                 s.schema_version()));
   CHECK(report.rows == static_cast<std::int64_t>(lines.size()) - 1);
-  CHECK(rows_of(report.rows_by_type, "user") == 2);
-  CHECK(rows_of(report.rows_by_type, "message") == 3);
+  CHECK(rows_of(report.rows_by_type, "user") == 3);
+  CHECK(rows_of(report.rows_by_type, "message") == 5);
   CHECK(rows_of(report.rows_by_type, "agent_state") == 2);
   CHECK(rows_of(report.rows_by_type, "agent_state_history") == 3);
   CHECK(rows_of(report.rows_by_type, "calendar_event") == 3);
   CHECK(rows_of(report.rows_by_type, "web_session") == 2);
   CHECK(rows_of(report.rows_by_type, "review_item") == 1);
   CHECK(rows_of(report.rows_by_type, "task_schedule") == 1);
+  CHECK(rows_of(report.rows_by_type, "legal_hold") == 2);
+  CHECK(rows_of(report.rows_by_type, "archived_conversation") == 1);
+  CHECK(rows_of(report.rows_by_type, "archived_message") == 2);
+  CHECK(rows_of(report.rows_by_type, "archived_data_snapshot") == 1);
+  CHECK(rows_of(report.rows_by_type, "archived_question") == 2);
+  CHECK(rows_of(report.rows_by_type, "operation_template") == 3);
+  CHECK(rows_of(report.rows_by_type, "conversation") == 4);  // c1, c2, anonymized, held
+  CHECK(first.find(R"("anonymized_at":"2029-02-01T00:00:00.000000Z")") != std::string::npos);
+  CHECK(first.find(R"("archived_at":"2029-02-01T00:00:00.000000Z")") != std::string::npos);
+  // The generated search column (PostgreSQL) is no field.
+  CHECK(first.find(R"(,"search":)") == std::string::npos);
   // Every line is JSON with its type first; times are precise.
   for (std::size_t i = 1; i < lines.size(); ++i) {
     auto j = Json::parse(lines[i]);
@@ -273,6 +360,71 @@ TEST_CASE_TEMPLATE("Portability: export then import into an empty store gives th
   CHECK(c3.id > conv->id);
   auto m = t.conversations().append(c3.id, testing::text("after import"));
   CHECK(m.id > history[1].id);
+  // ... and after the archived ones, which were the largest.
+  auto archived = lines_of(first);
+  long long archived_conv = 0, archived_msg = 0, archived_data = 0, archived_question = 0;
+  for (const auto& l : archived) {
+    auto id_of = [&](const char* type, long long& id) {
+      if (l.rfind(fmt::format(R"({{"type":"{}",)", type), 0) == 0) {
+        id = std::max(id, Json::parse(l)["id"].get<long long>());
+      }
+    };
+    id_of("archived_conversation", archived_conv);
+    id_of("archived_message", archived_msg);
+    id_of("archived_data_snapshot", archived_data);
+    id_of("archived_question", archived_question);
+  }
+  REQUIRE(archived_conv > conv->id);
+  CHECK(c3.id > archived_conv);
+  CHECK(m.id > archived_msg);
+  auto d = t.conversations().save_data(c3.id, DataKind::partial, Json{{"x", 1}});
+  CHECK(d.id > archived_data);
+  CHECK(t.conversations().ask(c3.id, NewQuestion("planner", "new?")).id > archived_question);
+
+  // The imported holds are respected: the held conversation qualifies for
+  // the archive but stays, and the held user cannot be forgotten.
+  REQUIRE(t.retention().holds().size() == 2);
+  const auto held_id = *t.retention().holds().at(0).conversation_id;
+  CHECK(t.retention().is_held(held_id));
+  auto r2 = archive_old(t);
+  CHECK(r2.totals.conversations_archived == 0);
+  CHECK(t.conversations().get(held_id).has_value());
+  auto carol = t.conversations().find_user("web", "carol");
+  REQUIRE(carol.has_value());
+  CHECK_ERROR_CODE(t.retention().forget_user(carol->id), ErrorCode::failed_precondition);
+  // A new hold gets an id after the imported ones.
+  CHECK(t.retention().hold(c3.id, "new").id > t.retention().holds().at(1).id);
+  // Released, it is archived like in the source.
+  CHECK(t.retention().release(held_id));
+  CHECK(archive_old(t).totals.conversations_archived == 1);
+  CHECK_FALSE(t.conversations().get(held_id).has_value());
+
+  // The templates list in the same order, with their counts.
+  for (std::optional<UserId> who : {std::optional<UserId>(), std::optional<UserId>(user->id)}) {
+    auto a = s.templates().list("expense", who);
+    auto b = t.templates().list("expense", who);
+    REQUIRE(a.size() == 3);
+    REQUIRE(b.size() == a.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      CHECK(b[i].id == a[i].id);
+      CHECK(b[i].name == a[i].name);
+      CHECK(b[i].use_count == a[i].use_count);
+      CHECK(b[i].user_id == a[i].user_id);
+      CHECK(b[i].expected_output == a[i].expected_output);
+    }
+    CHECK(b[0].name == "taxi");
+    CHECK(b[0].use_count == 2);
+  }
+  // A new template gets an id after the imported ones; a name taken stays taken.
+  NewOperationTemplate nt;
+  nt.kind = "expense";
+  nt.name = "new";
+  nt.expected_output = Json::object();
+  TemplateId largest = 0;
+  for (const auto& x : s.templates().list("expense")) largest = std::max(largest, x.id);
+  CHECK(t.templates().add(nt).id > largest);
+  nt.name = "taxi";
+  CHECK_ERROR_CODE(t.templates().add(nt), ErrorCode::already_exists);
 }
 
 TEST_CASE_TEMPLATE("Portability: importing the same file twice changes nothing", B,
@@ -394,6 +546,120 @@ TEST_CASE_TEMPLATE("Portability: a bad line imports nothing and is named; skip i
   CHECK_ERROR_CODE(import_text(s, join({R"({"format":"convstore","version":2})"})),
                    ErrorCode::invalid_argument);
   CHECK_ERROR_CODE(import_text(s, ""), ErrorCode::invalid_argument);
+}
+
+TEST_CASE_TEMPLATE("Portability: retention and template records: references and conflicts", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto s = db.open();
+  // A file of an older library: conversations without anonymized_at.
+  auto base = lines_of(small_file());
+  REQUIRE(base[2].find("anonymized_at") == std::string::npos);
+  const std::string ts = R"("2029-01-01T00:00:00.000000Z")";
+  // An archived conversation keeps the id of a user who is gone (999): not a
+  // reference. Its rows refer to it.
+  base.push_back(
+      R"({"type":"legal_hold","id":3,"conversation_id":5,"user_id":null,"reason":"r","created_at":)" +
+      ts + "}");
+  base.push_back(
+      R"({"type":"archived_conversation","id":4,"key":null,"user_id":999,"channel":"c","chat_id":null,"agent":null,"kind":null,"title":"t","active_agent":null,"status":"completed","model_override":null,"external_ref":null,"message_count":1,"version":3,"fence":0,"last_message_at":null,"metadata":{},"created_at":)" +
+      ts + R"(,"updated_at":)" + ts + R"(,"anonymized_at":null,"archived_at":)" + ts + "}");
+  base.push_back(
+      R"({"type":"archived_message","id":9,"conversation_id":4,"role":"user","kind":"text","content":"old","agent":null,"model":null,"token_count":null,"tool_name":null,"tool_args":null,"tool_call_id":null,"platform_message_id":null,"reply_to_platform_id":null,"client_key":null,"complete":true,"metadata":{},"created_at":)" +
+      ts + R"(,"updated_at":)" + ts + R"(,"archived_at":)" + ts + "}");
+  base.push_back(
+      R"({"type":"archived_data_snapshot","id":2,"conversation_id":4,"kind":"complete","data":{"a":1},"created_at":)" +
+      ts + R"(,"archived_at":)" + ts + "}");
+  base.push_back(
+      R"({"type":"archived_question","id":2,"conversation_id":4,"agent":"a","question":"q?","missing_fields":[],"platform_message_id":null,"asked_at":)" +
+      ts + R"(,"answered_at":null,"answer":null,"archived_at":)" + ts + "}");
+  base.push_back(
+      R"({"type":"operation_template","id":6,"user_id":7,"kind":"expense","name":"coffee","sample_input":"coffee 3","expected_output":{"amount":3},"use_count":2,"last_used_at":)" +
+      ts + R"(,"created_at":)" + ts + R"(,"updated_at":)" + ts + "}");
+  const std::string file = join(base);
+  auto r = import_text(s, file);
+  CHECK(r.inserted == 10);
+  CHECK(rows_of(r.inserted_by_type, "archived_message") == 1);
+  CHECK(s.retention().is_held(5));
+  REQUIRE(s.templates().get(6).has_value());
+  CHECK(s.templates().get(6)->use_count == 2);
+  CHECK(count(db, "archived_conversations") == "1");
+  // Idempotent, archived rows (no unique key in the database) included.
+  auto again = import_text(s, file);
+  CHECK(again.inserted == 0);
+  CHECK(again.unchanged == 10);
+  CHECK(count(db, "archived_messages") == "1");
+  const std::string exported = export_text(s);
+
+  // Other content under a stored key: a conflict naming the record.
+  struct Case {
+    std::size_t line;  // 0-based index into base
+    const char* field;
+    Json value;
+    const char* names;
+  };
+  for (const Case& c : {Case{5, "reason", "other", "legal_hold 3"},
+                        Case{6, "title", "other", "archived_conversation 4"},
+                        Case{7, "content", "other", "archived_message 9"},
+                        Case{8, "data", Json::object(), "archived_data_snapshot 2"},
+                        Case{9, "answer", "late", "archived_question 2"},
+                        Case{10, "use_count", 3, "operation_template 6"}}) {
+    CAPTURE(c.names);
+    auto lines = base;
+    auto j = Json::parse(lines[c.line]);
+    j[c.field] = c.value;
+    lines[c.line] = j.dump();
+    try {
+      import_text(s, join(lines));
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK(e.code() == ErrorCode::conflict);
+      std::string what = e.what();
+      CHECK_MESSAGE(what.find(fmt::format("line {}: {}", c.line + 1, c.names)) != std::string::npos,
+                    what);
+    }
+    // The same key twice in one file, with different content.
+    testing::TestDb fresh(B::name);
+    auto f = fresh.open();
+    auto twice = base;
+    twice.push_back(lines[c.line]);
+    CHECK_ERROR_CODE(import_text(f, join(twice)), ErrorCode::conflict);
+    CHECK(count(fresh, "archived_messages") == "0");
+  }
+  CHECK(export_text(s) == exported);
+
+  // References: a hold on a conversation or user that is not there, an
+  // archived row without its archived conversation, a template of an
+  // unknown user; a hold on neither is refused by the database.
+  testing::TestDb db2(B::name);
+  auto t = db2.open();
+  auto with = [&](std::size_t line, const char* field, Json v) {
+    auto lines = base;
+    auto j = Json::parse(lines[line]);
+    j[field] = v;
+    lines[line] = j.dump();
+    return join(lines);
+  };
+  const std::vector<std::pair<std::string, const char*>> bad{
+      {with(5, "conversation_id", 998), "refers to conversation 998"},
+      {with(5, "user_id", 998), "refers to user 998"},
+      {with(7, "conversation_id", 5), "refers to archived_conversation 5"},
+      {with(8, "conversation_id", 998), "refers to archived_conversation 998"},
+      {with(9, "conversation_id", 998), "refers to archived_conversation 998"},
+      {with(10, "user_id", 998), "refers to user 998"},
+      {with(5, "conversation_id", nullptr), "refused by the database"},
+  };
+  for (const auto& [text, reason] : bad) {
+    CAPTURE(reason);
+    try {
+      import_text(t, text);
+      FAIL("no error");
+    } catch (const Error& e) {
+      CHECK_MESSAGE(std::string(e.what()).find(reason) != std::string::npos, e.what());
+    }
+    CHECK(count(db2, "conversations") == "0");
+    CHECK(count(db2, "archived_conversations") == "0");
+  }
 }
 
 TEST_CASE_TEMPLATE("Portability: copy between backends, verified", B, CONVSTORE_BACKENDS) {
