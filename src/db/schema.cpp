@@ -537,6 +537,7 @@ const char* const kMigration11[] = {
   archived_at {ts} NOT NULL
 ))",
     "CREATE INDEX archived_messages_conversation ON archived_messages (conversation_id, id)",
+    "CREATE INDEX archived_messages_id ON archived_messages (id)",
     R"(CREATE TABLE archived_conversation_data (
   id {big} NOT NULL,
   conversation_id {big} NOT NULL,
@@ -547,6 +548,7 @@ const char* const kMigration11[] = {
 ))",
     "CREATE INDEX archived_conversation_data_conversation ON archived_conversation_data "
     "(conversation_id, id)",
+    "CREATE INDEX archived_conversation_data_id ON archived_conversation_data (id)",
     R"(CREATE TABLE archived_agent_questions (
   id {big} NOT NULL,
   conversation_id {big} NOT NULL,
@@ -561,6 +563,7 @@ const char* const kMigration11[] = {
 ))",
     "CREATE INDEX archived_agent_questions_conversation ON archived_agent_questions "
     "(conversation_id, id)",
+    "CREATE INDEX archived_agent_questions_id ON archived_agent_questions (id)",
 };
 
 // Title and description search, the same words found on both: the library
