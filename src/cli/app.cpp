@@ -93,6 +93,10 @@ int run(int argc, char** argv) {
     auto* c =
         app.add_subcommand("stats", "Print row counts, schema version and health of the database");
     c->add_option("URL", stats.url, kUrlHelp)->required();
+    c->add_flag("--operations", stats.operations,
+                "also print the operation counters (calls, errors, latency) of the calls this "
+                "stats command made: counters are per process, so they never describe "
+                "another program's use of the database");
     c->add_flag("--json", stats.json, "print the statistics as JSON");
     commands.push_back({c, [&] { return run_stats(stats); }});
   }
@@ -120,8 +124,7 @@ int run(int argc, char** argv) {
 
   ExportArgs export_args;
   {
-    auto* c = app.add_subcommand(
-        "export", "Export the database as JSON Lines into FILE (coming: not in this build yet)");
+    auto* c = app.add_subcommand("export", "Export the database as JSON Lines into FILE");
     c->add_option("URL", export_args.url, kUrlHelp)->required();
     c->add_option("FILE", export_args.file, "the JSON Lines file to write ('-': stdout)")
         ->required();
@@ -133,8 +136,7 @@ int run(int argc, char** argv) {
   ImportArgs import_args;
   {
     auto* c = app.add_subcommand(
-        "import",
-        "Import a JSON Lines file (idempotent; all or nothing) (coming: not in this build yet)");
+        "import", "Import a JSON Lines file (idempotent; all or nothing unless --skip-bad-lines)");
     c->add_option("URL", import_args.url, kUrlHelp)->required();
     c->add_option("FILE", import_args.file, "the JSON Lines file to read ('-': stdin)")->required();
     c->add_flag("--skip-bad-lines", import_args.skip_bad_lines,
@@ -149,7 +151,7 @@ int run(int argc, char** argv) {
     auto* c = app.add_subcommand(
         "copy",
         "Copy all data from one database to another (e.g. SQLite to PostgreSQL), then verify "
-        "counts and checksums (coming: not in this build yet)");
+        "counts and checksums (exit 1 if they differ)");
     c->add_option("FROM_URL", copy.from_url, "the source database URL")->required();
     c->add_option("TO_URL", copy.to_url, "the target database URL (migrated if needed)")
         ->required();
@@ -163,7 +165,7 @@ int run(int argc, char** argv) {
     auto* c = app.add_subcommand(
         "backup",
         "Consistent online backup of a live SQLite database into FILE (PostgreSQL: use "
-        "pg_dump) (coming: not in this build yet)");
+        "pg_dump)");
     c->add_option("URL", backup.url, kUrlHelp)->required();
     c->add_option("FILE", backup.file, "the backup file to write")->required();
     c->add_flag("-q,--quiet", backup.quiet, "no progress on stderr");
@@ -225,9 +227,7 @@ int run(int argc, char** argv) {
   CLI::App* search_app = nullptr;
   {
     auto* c = search_app = app.add_subcommand(
-        "search",
-        "Full-text search over message content, ranked, with snippets (coming: not in this "
-        "build yet)");
+        "search", "Full-text search over message content: ranked hits with highlighted snippets");
     c->add_option("URL", search.url, kUrlHelp)->required();
     c->add_option("TEXT", search.text, "the words to look for")->required();
     c->add_option("--user", search_user, "only this user: a numeric id or CHANNEL:EXTERNAL_ID");

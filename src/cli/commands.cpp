@@ -26,6 +26,30 @@ Json migrations_json(const std::vector<SchemaMigration>& migrations) {
   return out;
 }
 
+Json operations_json(const std::vector<OperationStats>& operations) {
+  Json out = Json::array();
+  for (const auto& o : operations) {
+    out.push_back({{"action", o.action},
+                   {"calls", o.calls},
+                   {"errors", o.errors},
+                   {"conflicts", o.conflicts},
+                   {"total_us", o.total_time.count()},
+                   {"p50_us", o.p50_us},
+                   {"p99_us", o.p99_us}});
+  }
+  return out;
+}
+
+void print_operations(const std::vector<OperationStats>& operations) {
+  std::cout << "operations (the calls of this stats command only: counters are per process):\n";
+  std::cout << fmt::format("  {:<32} {:>6} {:>6} {:>9} {:>10} {:>10}\n", "action", "calls",
+                           "errors", "conflicts", "p50 us", "p99 us");
+  for (const auto& o : operations) {
+    std::cout << fmt::format("  {:<32} {:>6} {:>6} {:>9} {:>10.0f} {:>10.0f}\n", o.action, o.calls,
+                             o.errors, o.conflicts, o.p50_us, o.p99_us);
+  }
+}
+
 }  // namespace
 
 // ---- migrate ----------------------------------------------------------------
@@ -114,13 +138,20 @@ int run_stats(const StatsArgs& args) {
   const Health health = store.health();
   const Stats s = store.stats();
   // Phase 2 adds here: per-channel and per-agent storage stats ("channels",
-  // "agents") and the operation counters ("operations").
+  // "agents").
+  // The counters are read last, so that they include the queries above.
+  std::vector<OperationStats> operations;
+  if (args.operations) {
+    for (auto& o : store.operation_stats()) {
+      if (o.calls > 0) operations.push_back(std::move(o));
+    }
+  }
   if (args.json) {
     Json health_json = {{"ok", health.ok},
                         {"round_trip_us", health.round_trip.count()},
                         {"schema_version", health.schema_version}};
     if (!health.error.empty()) health_json["error"] = redactor()(health.error);
-    print_json({{"database", redact_url(args.url)},
+    Json out = {{"database", redact_url(args.url)},
                 {"backend", store.backend()},
                 {"schema_version", health.schema_version},
                 {"library_schema_version", Store::library_schema_version()},
@@ -133,7 +164,9 @@ int run_stats(const StatsArgs& args) {
                   {"abandoned", s.abandoned},
                   {"archived", s.archived},
                   {"messages", s.messages},
-                  {"agents", s.agents}}}});
+                  {"agents", s.agents}}}};
+    if (args.operations) out["operations"] = operations_json(operations);
+    print_json(out);
     return 0;
   }
   std::cout << fmt::format("database:       {}\n", redact_url(args.url));
@@ -151,6 +184,7 @@ int run_stats(const StatsArgs& args) {
       s.active, s.completed, s.abandoned, s.archived);
   std::cout << fmt::format("messages:       {}\n", s.messages);
   std::cout << fmt::format("agents:         {}\n", s.agents);
+  if (args.operations) print_operations(operations);
   return health.ok ? 0 : 1;
 }
 

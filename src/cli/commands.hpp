@@ -28,6 +28,7 @@ struct MigrateArgs {
 
 struct StatsArgs {
   std::string url;
+  bool operations = false;  // also the operation counters of this process's own calls
   bool json = false;
 };
 

@@ -23,41 +23,257 @@
 // Then remove the command's name from the NotAvailable message in errors.hpp
 // and the "(coming)" marks in app.cpp's descriptions and in the README.
 
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <convstore/portability.hpp>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
 #include "commands.hpp"
 #include "common.hpp"
 #include "errors.hpp"
 #include "progress.hpp"
+#include "redact.hpp"
 
 namespace convstore::cli {
 
-// export URL FILE: stream the JSON Lines export of the whole database into
-// FILE ("-": stdout), progress in messages (total from Store::stats()).
+namespace {
+
+// Rows between two calls of the library's progress callback: Progress
+// itself limits what is printed (ten redraws, or one line, a second).
+constexpr std::int64_t kProgressEvery = 1000;
+
+// The library's progress callback feeding `progress`; `unit` names what
+// `done` counts.
+ProgressFn report_to(Progress& progress, std::string unit) {
+  return [&progress, unit = std::move(unit)](const convstore::Progress& p) {
+    progress.update(p.done, p.total > 0 ? std::optional<std::int64_t>(p.total) : std::nullopt,
+                    unit);
+  };
+}
+
+Json counts_json(const std::vector<TypeCount>& counts) {
+  Json out = Json::object();
+  for (const auto& c : counts) out[c.type] = c.rows;
+  return out;
+}
+
+// "user 2, conversation 3, message 12" (types without rows left out).
+std::string counts_text(const std::vector<TypeCount>& counts) {
+  std::string out;
+  for (const auto& c : counts) {
+    if (c.rows == 0) continue;
+    if (!out.empty()) out += ", ";
+    out += fmt::format("{} {}", c.type, c.rows);
+  }
+  return out.empty() ? std::string("nothing") : out;
+}
+
+}  // namespace
+
+// export URL FILE: the JSON Lines export of the whole database into FILE
+// ("-": stdout, the summary then goes to stderr), progress in rows.
 int run_export(const ExportArgs& args) {
-  (void)args;
-  throw NotAvailable("export");
+  const bool to_stdout = args.file == "-";
+  if (to_stdout && args.json) {
+    throw UsageError("export: --json prints on stdout, which FILE '-' already uses");
+  }
+  Store store = open_existing(args.url);
+  Progress progress("exported", Progress::mode_for(args.quiet));
+  ExportOptions options;
+  options.on_progress = report_to(progress, "rows");
+  options.progress_every = kProgressEvery;
+  ExportReport report;
+  if (to_stdout) {
+    report = export_jsonl(store, std::cout, options);
+  } else {
+    std::ofstream out(args.file, std::ios::binary | std::ios::trunc);
+    if (!out) {
+      throw Error(ErrorCode::unavailable,
+                  fmt::format("export: cannot write '{}': {}", args.file, std::strerror(errno)));
+    }
+    try {
+      report = export_jsonl(store, out, options);
+      out.close();
+      if (!out) throw Error(ErrorCode::unavailable, "export: writing the output failed");
+    } catch (...) {
+      // Leave no half-written export behind.
+      out.close();
+      std::error_code ec;
+      if (std::filesystem::is_regular_file(args.file, ec)) std::filesystem::remove(args.file, ec);
+      throw;
+    }
+  }
+  progress.finish();
+  if (args.json) {
+    print_json({{"database", redact_url(args.url)},
+                {"file", args.file},
+                {"schema_version", report.schema_version},
+                {"rows", report.rows},
+                {"rows_by_type", counts_json(report.rows_by_type)}});
+    return 0;
+  }
+  std::ostream& out = to_stdout ? std::cerr : std::cout;
+  if (to_stdout && args.quiet) return 0;
+  out << fmt::format("exported {} rows to {} (schema version {}): {}\n", report.rows,
+                     to_stdout ? std::string("stdout") : args.file, report.schema_version,
+                     counts_text(report.rows_by_type));
+  return 0;
 }
 
 // import URL FILE [--skip-bad-lines]: validate and import JSON Lines
-// (idempotent); a bad line names its line number and imports nothing unless
-// --skip-bad-lines; progress in lines (total unknown, or the file's size in
-// bytes).
+// (idempotent, one transaction); a bad line names its line number and
+// imports nothing unless --skip-bad-lines. Progress in lines (total unknown).
 int run_import(const ImportArgs& args) {
-  (void)args;
-  throw NotAvailable("import");
+  std::ifstream file;
+  if (args.file != "-") {
+    file.open(args.file, std::ios::binary);
+    if (!file) {
+      throw Error(ErrorCode::not_found,
+                  fmt::format("import: cannot read '{}': {}", args.file, std::strerror(errno)));
+    }
+  }
+  std::istream& in = args.file == "-" ? std::cin : file;
+  Store store = open_existing(args.url);
+  Progress progress("imported", Progress::mode_for(args.quiet));
+  ImportOptions options;
+  options.skip_bad_lines = args.skip_bad_lines;
+  options.on_progress = report_to(progress, "lines");
+  options.progress_every = kProgressEvery;
+  ImportReport report = import_jsonl(store, in, options);
+  progress.finish();
+  if (args.json) {
+    Json skipped = Json::array();
+    for (const auto& b : report.skipped) {
+      skipped.push_back({{"line", b.line}, {"reason", b.reason}});
+    }
+    print_json({{"database", redact_url(args.url)},
+                {"file", args.file},
+                {"lines", report.lines},
+                {"inserted", report.inserted},
+                {"unchanged", report.unchanged},
+                {"inserted_by_type", counts_json(report.inserted_by_type)},
+                {"skipped", skipped}});
+    return 0;
+  }
+  std::cout << fmt::format(
+      "imported {}: {} lines read, {} rows inserted, {} unchanged, {} lines skipped\n",
+      args.file == "-" ? std::string("stdin") : args.file, report.lines, report.inserted,
+      report.unchanged, report.skipped.size());
+  if (report.inserted > 0) {
+    std::cout << fmt::format("inserted: {}\n", counts_text(report.inserted_by_type));
+  }
+  for (const auto& b : report.skipped) {
+    std::cout << fmt::format("skipped line {}: {}\n", b.line, b.reason);
+  }
+  return 0;
 }
 
-// copy FROM_URL TO_URL: copy everything between backends, then print the
-// verification (counts and checksums per table); exit 1 if it does not match.
+// copy FROM_URL TO_URL: copy everything (the target is migrated by open),
+// then print the verification (counts and checksums per type); exit 1 if
+// it does not match.
 int run_copy(const CopyArgs& args) {
-  (void)args;
-  throw NotAvailable("copy");
+  Store from = open_existing(args.from_url);
+  Options options;
+  options.pool_size = 2;
+  options.migrate = true;
+  Store to = Store::open(args.to_url, options);
+
+  Progress progress("copied", Progress::mode_for(args.quiet));
+  CopyOptions copy;
+  copy.progress_every = kProgressEvery;
+  copy.on_progress = [&](const convstore::Progress& p) {
+    if (p.stage == "verify") {
+      progress.update(p.done, std::nullopt, "rows verified");
+    } else {
+      progress.update(p.done, p.total > 0 ? std::optional<std::int64_t>(p.total) : std::nullopt,
+                      "rows");
+    }
+  };
+  std::optional<CopyReport> report;
+  VerifyReport verification;
+  std::string failure;
+  try {
+    report = copy_store(from, to, copy);
+    verification = report->verification;
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::data_loss) throw;
+    // The rows were copied but the stores differ: show how.
+    failure = e.what();
+    verification = verify_stores(from, to);
+  }
+  progress.finish();
+
+  if (args.json) {
+    Json tables = Json::array();
+    for (const auto& t : verification.tables) {
+      tables.push_back({{"type", t.type},
+                        {"table", t.table},
+                        {"source_rows", t.source_rows},
+                        {"target_rows", t.target_rows},
+                        {"source_sha256", t.source_sha256},
+                        {"target_sha256", t.target_sha256},
+                        {"match", t.match()}});
+    }
+    Json out = {{"from", redact_url(args.from_url)},
+                {"to", redact_url(args.to_url)},
+                {"match", verification.match},
+                {"tables", tables}};
+    if (report) {
+      out["inserted"] = report->inserted;
+      out["unchanged"] = report->unchanged;
+      out["rows_by_type"] = counts_json(report->rows_by_type);
+    }
+    print_json(out);
+  } else {
+    if (report) {
+      std::cout << fmt::format("copied {} -> {}: {} rows inserted, {} already there\n",
+                               redact_url(args.from_url), redact_url(args.to_url), report->inserted,
+                               report->unchanged);
+    }
+    std::cout << fmt::format("{:<22} {:>10} {:>10}  {}\n", "type", "source", "target", "checksum");
+    for (const auto& t : verification.tables) {
+      std::cout << fmt::format("{:<22} {:>10} {:>10}  {}\n", t.type, t.source_rows, t.target_rows,
+                               t.match()
+                                   ? std::string("match")
+                                   : fmt::format("DIFFERS ({} / {})", t.source_sha256.substr(0, 12),
+                                                 t.target_sha256.substr(0, 12)));
+    }
+    std::cout << (verification.match ? "verified: source and target match\n"
+                                     : "NOT verified: source and target differ\n");
+  }
+  if (!verification.match) {
+    throw Error(ErrorCode::data_loss,
+                failure.empty() ? std::string("copy: source and target differ") : failure);
+  }
+  return 0;
 }
 
-// backup URL FILE: SQLite online backup (sqlite3 backup API) into FILE; for
-// PostgreSQL an error pointing to pg_dump (README).
+// backup URL FILE: SQLite online backup into FILE, progress in pages; on
+// PostgreSQL the library's not_supported error, pointing to pg_dump.
 int run_backup(const BackupArgs& args) {
-  (void)args;
-  throw NotAvailable("backup");
+  Store store = open_existing(args.url);
+  Progress progress("backed up", Progress::mode_for(args.quiet));
+  BackupOptions options;
+  options.on_progress = report_to(progress, "pages");
+  backup(store, args.file, options);
+  progress.finish();
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(args.file, ec);
+  if (args.json) {
+    print_json({{"database", redact_url(args.url)},
+                {"file", args.file},
+                {"bytes", ec ? Json(nullptr) : Json(bytes)}});
+    return 0;
+  }
+  std::cout << fmt::format("backed up {} to {} ({} bytes)\n", redact_url(args.url), args.file,
+                           ec ? std::string("?") : std::to_string(bytes));
+  return 0;
 }
 
 // prune URL --completed-older-than D --idle-after D [--keep-last-messages N]
@@ -71,13 +287,69 @@ int run_prune(const PruneArgs& args) {
 }
 
 // search URL TEXT [--user U] [--conversation C] [--role R] [--since T]
-// [--until T] [--limit N]: full-text search; print each hit with its
-// conversation, time, role and highlighted snippet. --user takes a numeric id
-// or CHANNEL:EXTERNAL_ID (find_user), --conversation an id or key
-// (find_conversation in common.hpp), --since/--until parse_timestamp().
+// [--until T] [--limit N]: one page of the full-text search, best first; each
+// hit with its message, conversation, time, role and highlighted snippet
+// (bold on a terminal, [brackets] otherwise and in JSON).
 int run_search(const SearchArgs& args) {
-  (void)args;
-  throw NotAvailable("search");
+  Store store = open_existing(args.url);
+  auto& conversations = store.conversations();
+  SearchQuery q;
+  q.text = args.text;
+  q.limit = args.limit;
+  if (args.user) {
+    const std::string& ref = *args.user;
+    auto colon = ref.find(':');
+    std::optional<User> user;
+    if (colon != std::string::npos) {
+      user = conversations.find_user(ref.substr(0, colon), ref.substr(colon + 1));
+    } else if (!ref.empty() && ref.size() <= 18 &&
+               ref.find_first_not_of("0123456789") == std::string::npos) {
+      user = conversations.get_user(std::stoll(ref));
+    } else {
+      throw UsageError(
+          fmt::format("search: --user '{}': give a numeric user id or CHANNEL:EXTERNAL_ID", ref));
+    }
+    if (!user) throw Error(ErrorCode::not_found, fmt::format("user '{}' not found", ref));
+    q.user_id = user->id;
+  }
+  if (args.conversation) q.conversation_id = find_conversation(store, *args.conversation).id;
+  if (args.role) q.role = parse_role(*args.role);
+  if (args.since) q.from = parse_timestamp(*args.since);
+  if (args.until) q.to = parse_timestamp(*args.until);
+  const bool bold = !args.json && isatty(STDOUT_FILENO) == 1;
+  if (bold) {
+    q.highlight_open = "\033[1m";
+    q.highlight_close = "\033[0m";
+  }
+  const Page<SearchHit> page = conversations.search(q);
+
+  if (args.json) {
+    Json hits = Json::array();
+    for (const auto& h : page.items) {
+      hits.push_back({{"conversation_id", h.message.conversation_id},
+                      {"message_id", h.message.id},
+                      {"created_at", to_iso8601(h.message.created_at)},
+                      {"role", to_string(h.message.role)},
+                      {"rank", h.rank},
+                      {"snippet", h.snippet}});
+    }
+    print_json({{"hits", hits}, {"more", !page.next_cursor.empty()}});
+    return 0;
+  }
+  for (const auto& h : page.items) {
+    std::string snippet = h.snippet;
+    std::replace(snippet.begin(), snippet.end(), '\n', ' ');
+    std::cout << fmt::format("conversation {}  #{}  [{}] {}\n    {}\n", h.message.conversation_id,
+                             h.message.id, format_time(h.message.created_at),
+                             to_string(h.message.role), snippet);
+  }
+  if (page.items.empty()) {
+    std::cout << "no hits\n";
+  } else {
+    std::cout << fmt::format("{} hit{}{}\n", page.items.size(), page.items.size() == 1 ? "" : "s",
+                             page.next_cursor.empty() ? "" : " (more: raise --limit)");
+  }
+  return 0;
 }
 
 // forget-user URL CHANNEL EXTERNAL_ID: remove every row of the user in one

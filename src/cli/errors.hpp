@@ -27,9 +27,11 @@ class UsageError : public std::runtime_error {
 class NotAvailable : public std::runtime_error {
  public:
   explicit NotAvailable(const std::string& command)
-      : std::runtime_error("'" + command +
-                           "' is not available in this build yet (its library part is still "
-                           "being written); this convstore can run: migrate, stats, show") {}
+      : std::runtime_error(
+            "'" + command +
+            "' is not available in this build yet (its library part is still "
+            "being written); this convstore can run: migrate, stats, show, export, import, copy, "
+            "backup, search") {}
 };
 
 }  // namespace convstore::cli
