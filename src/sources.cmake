@@ -11,6 +11,7 @@ set(CONVSTORE_PUBLIC_HEADERS
   include/convstore/operation_templates.hpp
   include/convstore/options.hpp
   include/convstore/portability.hpp
+  include/convstore/retention.hpp
   include/convstore/session_cache.hpp
   include/convstore/store.hpp
   include/convstore/task_queue.hpp
@@ -35,6 +36,7 @@ set(CONVSTORE_SOURCES
   src/portability.cpp
   src/op_stats.cpp
   src/operation_templates.cpp
+  src/retention.cpp
   src/store.cpp
   src/store_helpers.cpp
   src/task_queue.cpp

@@ -308,6 +308,8 @@ OperationTemplates& Store::templates() { return impl_->templates; }
 std::vector<OperationStats> Store::operation_stats() const { return impl_->op_stats.read(); }
 void Store::reset_operation_stats() noexcept { impl_->op_stats.reset(); }
 
+RetentionStore& Store::retention() { return impl_->retention; }
+
 std::string Store::backend() const { return std::string(impl_->dialect.name()); }
 
 int Store::schema_version() const {

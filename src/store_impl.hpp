@@ -23,6 +23,7 @@
 #include "convstore/credential_store.hpp"
 #include "convstore/dialog_store.hpp"
 #include "convstore/operation_templates.hpp"
+#include "convstore/retention.hpp"
 #include "convstore/store.hpp"
 #include "convstore/task_queue.hpp"
 #include "convstore/web_session_store.hpp"
@@ -64,6 +65,7 @@ class Store::Impl {
   TaskQueue tasks{this};
   Analytics analytics{this};
   OperationTemplates templates{this};
+  RetentionStore retention{this};
   detail::AgentCache agent_cache;
   detail::OpStats op_stats;
   int schema_version = 0;

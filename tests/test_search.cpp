@@ -386,7 +386,17 @@ TEST_CASE_TEMPLATE("search: the migration indexes the messages stored before it"
     testing::raw_exec(db, "DROP AGGREGATE convstore_tsquery_and(tsquery)");
     testing::raw_exec(db, "ALTER TABLE messages DROP COLUMN search");
   }
-  testing::raw_exec(db, "DELETE FROM convstore_schema WHERE version = 10");
+  // Undo the later migrations too (11 retention, 12 operation templates),
+  // so that the store applies 10 and everything after it again. A new
+  // migration adds its own undo here.
+  for (const char* sql : {"DROP TABLE legal_holds", "DROP TABLE archived_conversations",
+                          "DROP TABLE archived_messages", "DROP TABLE archived_conversation_data",
+                          "DROP TABLE archived_agent_questions",
+                          "ALTER TABLE conversations DROP COLUMN anonymized_at",
+                          "DROP TABLE operation_templates", "DROP INDEX messages_created"}) {
+    testing::raw_exec(db, sql);
+  }
+  testing::raw_exec(db, "DELETE FROM convstore_schema WHERE version >= 10");
   auto store = db.open();
   CHECK(store.schema_version() == Store::library_schema_version());
   CHECK(found(store.conversations(), "index", before));

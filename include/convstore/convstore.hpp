@@ -14,6 +14,7 @@
 #include "convstore/operation_templates.hpp"
 #include "convstore/options.hpp"
 #include "convstore/portability.hpp"
+#include "convstore/retention.hpp"
 #include "convstore/session_cache.hpp"
 #include "convstore/store.hpp"
 #include "convstore/task_queue.hpp"

@@ -28,6 +28,7 @@ class ConversationStore;
 class CredentialStore;
 class DialogStore;
 class OperationTemplates;
+class RetentionStore;
 class ReviewQueue;
 class TaskQueue;
 class WebSessionStore;
@@ -148,6 +149,9 @@ class CONVSTORE_EXPORT Store {
   Analytics& analytics();
   // Reusable operation patterns (seed 000 operation_templates).
   OperationTemplates& templates();
+  // Retention runs, legal holds, a user's data (export, forget), storage
+  // statistics per channel and agent.
+  RetentionStore& retention();
 
   // "sqlite" or "postgresql".
   std::string backend() const;

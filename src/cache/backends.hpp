@@ -6,6 +6,7 @@
 
 #include "cache/cache_backend.hpp"
 #include "convstore/store.hpp"
+#include "db/connection.hpp"
 
 namespace convstore::detail {
 
@@ -16,6 +17,17 @@ std::unique_ptr<CacheBackend> make_redis_backend(std::string_view url, const Cac
 // The cache tables of `store`.
 std::unique_ptr<CacheBackend> make_database_backend(Store::Impl& store,
                                                     const CacheOptions& options);
+
+// The expired rows of the cache tables: entries (lease rows excepted: they
+// carry the fence), the fields of those entries, dead waiters. Deletes
+// them, or only counts them when `count_only`. Runs on `c` as it is (the
+// caller opens the transaction).
+struct CacheSweep {
+  long long entries = 0;
+  long long fields = 0;
+  long long waiters = 0;
+};
+CacheSweep sweep_database_cache(Connection& c, Timestamp at, bool count_only);
 
 // The wall clock in ms since the epoch (what scores and rate windows use).
 inline std::int64_t wall_ms() {

@@ -154,6 +154,13 @@ const Sql kSweepFields{
 // when the processes' clocks differ.
 const Sql kSweepEntries{"DELETE FROM cache_entries WHERE expires_at <= :now AND kind <> 'lease'"};
 const Sql kSweepWaiters{"DELETE FROM cache_waiters WHERE alive_until <= :now"};
+// What the sweep would delete (RetentionStore's dry run).
+const Sql kCountSweepFields{
+    "SELECT COUNT(*) FROM cache_fields WHERE key IN (SELECT key FROM cache_entries WHERE "
+    "expires_at <= :now AND kind <> 'lease')"};
+const Sql kCountSweepEntries{
+    "SELECT COUNT(*) FROM cache_entries WHERE expires_at <= :now AND kind <> 'lease'"};
+const Sql kCountSweepWaiters{"SELECT COUNT(*) FROM cache_waiters WHERE alive_until <= :now"};
 const Sql kPing{"SELECT 1"};
 
 #undef CS_LIVE
@@ -510,11 +517,7 @@ class DatabaseBackend final : public CacheBackend {
 
   void sweep() override {
     Timestamp t = now();
-    store_.write(Op{"cache sweep"}, [&](Connection& c) {
-      Stmt(c, kSweepFields).in(t).one();
-      Stmt(c, kSweepEntries).in(t).one();
-      Stmt(c, kSweepWaiters).in(t).one();
-    });
+    store_.write(Op{"cache sweep"}, [&](Connection& c) { sweep_database_cache(c, t, false); });
   }
 
  private:
@@ -546,6 +549,26 @@ class DatabaseBackend final : public CacheBackend {
 
 std::unique_ptr<CacheBackend> make_database_backend(Store::Impl& store, const CacheOptions&) {
   return std::make_unique<DatabaseBackend>(store);
+}
+
+CacheSweep sweep_database_cache(Connection& c, Timestamp at, bool count_only) {
+  CacheSweep r;
+  if (count_only) {
+    Stmt(c, kCountSweepFields).in(at).out(r.fields).one();
+    Stmt(c, kCountSweepEntries).in(at).out(r.entries).one();
+    Stmt(c, kCountSweepWaiters).in(at).out(r.waiters).one();
+    return r;
+  }
+  Stmt f(c, kSweepFields);
+  f.in(at).one();
+  r.fields = f.affected();
+  Stmt e(c, kSweepEntries);
+  e.in(at).one();
+  r.entries = e.affected();
+  Stmt w(c, kSweepWaiters);
+  w.in(at).one();
+  r.waiters = w.affected();
+  return r;
 }
 
 }  // namespace convstore::detail

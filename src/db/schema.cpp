@@ -468,6 +468,101 @@ const char* const kMigration12[] = {
     "CREATE INDEX messages_created ON messages (created_at)",
 };
 
+// Migration 11: retention and legal holds (seeds 000, 001).
+//   legal_holds        a hold on one conversation or on every conversation of
+//                      one user (at most one of each); retention never
+//                      touches what is held, forget_user refuses a held user
+//   archived_*         the rows retention moved out of conversations,
+//                      messages, conversation_data and agent_questions: the
+//                      same columns, plus archived_at; no constraints but
+//                      the ids (a row keeps its original id)
+//   anonymized_at      when retention blanked a conversation's text
+const char* const kMigration11[] = {
+    R"(CREATE TABLE legal_holds (
+  id {pk},
+  conversation_id {big} REFERENCES conversations (id) ON DELETE CASCADE,
+  user_id {big} REFERENCES users (id) ON DELETE CASCADE,
+  reason TEXT NOT NULL,
+  created_at {ts} NOT NULL,
+  CHECK ((conversation_id IS NULL) <> (user_id IS NULL))
+))",
+    "CREATE UNIQUE INDEX legal_holds_conversation ON legal_holds (conversation_id) "
+    "WHERE conversation_id IS NOT NULL",
+    "CREATE UNIQUE INDEX legal_holds_user ON legal_holds (user_id) WHERE user_id IS NOT NULL",
+    "ALTER TABLE conversations ADD COLUMN anonymized_at {ts}",
+    R"(CREATE TABLE archived_conversations (
+  id {big} NOT NULL,
+  key TEXT,
+  user_id {big},
+  channel TEXT NOT NULL,
+  chat_id TEXT,
+  agent TEXT,
+  kind TEXT,
+  title TEXT,
+  active_agent TEXT,
+  status TEXT NOT NULL,
+  model_override TEXT,
+  external_ref TEXT,
+  message_count {big} NOT NULL,
+  version {big} NOT NULL,
+  last_message_at {ts},
+  metadata {json} NOT NULL,
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL,
+  fence {big} NOT NULL,
+  anonymized_at {ts},
+  archived_at {ts} NOT NULL
+))",
+    "CREATE INDEX archived_conversations_id ON archived_conversations (id)",
+    "CREATE INDEX archived_conversations_user ON archived_conversations (user_id, id)",
+    R"(CREATE TABLE archived_messages (
+  id {big} NOT NULL,
+  conversation_id {big} NOT NULL,
+  role TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  content TEXT NOT NULL,
+  agent TEXT,
+  model TEXT,
+  token_count {big},
+  tool_name TEXT,
+  tool_args {json},
+  tool_call_id TEXT,
+  platform_message_id TEXT,
+  reply_to_platform_id TEXT,
+  client_key TEXT,
+  complete {bool} NOT NULL,
+  metadata {json} NOT NULL,
+  created_at {ts} NOT NULL,
+  updated_at {ts} NOT NULL,
+  archived_at {ts} NOT NULL
+))",
+    "CREATE INDEX archived_messages_conversation ON archived_messages (conversation_id, id)",
+    R"(CREATE TABLE archived_conversation_data (
+  id {big} NOT NULL,
+  conversation_id {big} NOT NULL,
+  kind TEXT NOT NULL,
+  data {json} NOT NULL,
+  created_at {ts} NOT NULL,
+  archived_at {ts} NOT NULL
+))",
+    "CREATE INDEX archived_conversation_data_conversation ON archived_conversation_data "
+    "(conversation_id, id)",
+    R"(CREATE TABLE archived_agent_questions (
+  id {big} NOT NULL,
+  conversation_id {big} NOT NULL,
+  agent TEXT NOT NULL,
+  question TEXT NOT NULL,
+  missing_fields {json} NOT NULL,
+  platform_message_id TEXT,
+  asked_at {ts} NOT NULL,
+  answered_at {ts},
+  answer TEXT,
+  archived_at {ts} NOT NULL
+))",
+    "CREATE INDEX archived_agent_questions_conversation ON archived_agent_questions "
+    "(conversation_id, id)",
+};
+
 // Title and description search, the same words found on both: the library
 // normalizes the words into search_words (one tokenizer for documents and
 // queries), which an FTS5 index kept by triggers and a generated tsvector
@@ -535,7 +630,6 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
                        fmt::arg("ts", t.timestamp), fmt::arg("json", t.json),
                        fmt::arg("bool", t.boolean), fmt::arg("ctext", t.sorted_text));
   };
-  // Migration 11 is reserved for the retention branch (filled on merge).
   std::vector<std::vector<std::string>> out(12);
   for (const char* sql : kMigration1) out[0].push_back(expand(sql));
   for (const char* sql : kMigration2) out[1].push_back(expand(sql));
@@ -546,6 +640,7 @@ std::vector<std::vector<std::string>> schema_migrations(const SchemaTypes& t) {
   for (const char* sql : kMigration7) out[6].push_back(expand(sql));
   for (const char* sql : kMigration8) out[7].push_back(expand(sql));
   for (const char* sql : kMigration9) out[8].push_back(expand(sql));
+  for (const char* sql : kMigration11) out[10].push_back(expand(sql));
   for (const char* sql : kMigration12) out[11].push_back(expand(sql));
   if (t.postgresql) {
     for (const char* sql : kSearchPostgresql) out[2].push_back(sql);
@@ -572,7 +667,7 @@ const std::vector<std::string>& migration_descriptions() {
 
       "task queue: tasks with priorities, leases and retries; periodic schedules",
       "full-text search index over message content",
-      "(reserved for a migration merged from another branch)",
+      "retention: legal holds, archive tables, anonymized conversations",
       "operation templates; messages indexed by time for analytics"};
   return d;
 }
