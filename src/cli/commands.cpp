@@ -40,8 +40,35 @@ Json operations_json(const std::vector<OperationStats>& operations) {
   return out;
 }
 
+Json storage_json(const std::vector<StorageStats>& groups) {
+  Json out = Json::array();
+  for (const auto& g : groups) {
+    Json j = to_json(g);
+    j.erase("would_remove");  // no policy given
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+// Conversations, messages and content per channel or agent.
+void print_storage(const char* what, const std::vector<StorageStats>& groups) {
+  std::cout << fmt::format("\nper {}:\n", what);
+  if (groups.empty()) {
+    std::cout << "  (no conversations)\n";
+    return;
+  }
+  std::cout << fmt::format("  {:<20} {:>13} {:>8} {:>9} {:>10} {:>14}  {}\n", what, "conversations",
+                           "active", "completed", "messages", "content bytes", "oldest");
+  for (const auto& g : groups) {
+    std::cout << fmt::format("  {:<20} {:>13} {:>8} {:>9} {:>10} {:>14}  {}\n",
+                             g.group.empty() ? std::string("(none)") : g.group, g.conversations,
+                             g.active, g.completed, g.messages, g.content_bytes,
+                             g.oldest ? format_time(*g.oldest) : std::string("-"));
+  }
+}
+
 void print_operations(const std::vector<OperationStats>& operations) {
-  std::cout << "operations (the calls of this stats command only: counters are per process):\n";
+  std::cout << "\noperations (the calls of this stats command only: counters are per process):\n";
   std::cout << fmt::format("  {:<32} {:>6} {:>6} {:>9} {:>10} {:>10}\n", "action", "calls",
                            "errors", "conflicts", "p50 us", "p99 us");
   for (const auto& o : operations) {
@@ -137,8 +164,9 @@ int run_stats(const StatsArgs& args) {
   Store store = open_existing(args.url);
   const Health health = store.health();
   const Stats s = store.stats();
-  // Phase 2 adds here: per-channel and per-agent storage stats ("channels",
-  // "agents").
+  auto& retention = store.retention();
+  const std::vector<StorageStats> by_channel = retention.storage_stats(StatsGroup::channel);
+  const std::vector<StorageStats> by_agent = retention.storage_stats(StatsGroup::agent);
   // The counters are read last, so that they include the queries above.
   std::vector<OperationStats> operations;
   if (args.operations) {
@@ -165,6 +193,8 @@ int run_stats(const StatsArgs& args) {
                   {"archived", s.archived},
                   {"messages", s.messages},
                   {"agents", s.agents}}}};
+    out["by_channel"] = storage_json(by_channel);
+    out["by_agent"] = storage_json(by_agent);
     if (args.operations) out["operations"] = operations_json(operations);
     print_json(out);
     return 0;
@@ -184,6 +214,8 @@ int run_stats(const StatsArgs& args) {
       s.active, s.completed, s.abandoned, s.archived);
   std::cout << fmt::format("messages:       {}\n", s.messages);
   std::cout << fmt::format("agents:         {}\n", s.agents);
+  print_storage("channel", by_channel);
+  print_storage("agent", by_agent);
   if (args.operations) print_operations(operations);
   return health.ok ? 0 : 1;
 }

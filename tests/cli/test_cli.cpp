@@ -83,17 +83,6 @@ TEST_CASE("command-line mistakes exit 2 with the message on stderr and nothing o
   CHECK_FALSE(std::filesystem::exists("x.db"));
 }
 
-TEST_CASE("the phase-2 commands parse their syntax and say they are not in this build") {
-  const std::vector<std::vector<std::string>> calls = {
-      {"prune", "sqlite:x.db", "--completed-older-than", "30d", "--idle-after", "24h", "--dry-run"},
-      {"forget-user", "sqlite:x.db", "telegram", "1001"},
-  };
-  for (const auto& call : calls) {
-    CAPTURE(call[0]);
-    check_error(run_cli(call), 2, "'" + call[0] + "' is not available in this build yet");
-  }
-}
-
 TEST_CASE_TEMPLATE("migrate brings a fresh database to the library's schema version", B,
                    CONVSTORE_BACKENDS) {
   CONVSTORE_TEST_DB(db);

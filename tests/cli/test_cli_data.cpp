@@ -469,3 +469,198 @@ TEST_CASE_TEMPLATE("stats --operations prints the counters of its own calls", B,
   for (const auto& o : j["operations"])
     CHECK_FALSE(contains(o["action"].get<std::string>(), "append"));
 }
+
+namespace {
+
+// The time the prune tests count ages from (never the wall clock).
+const char* const kNow = "2031-03-01T12:00:00Z";
+
+void set_updated(const testing::TestDb& db, ConversationId id, const std::string& iso) {
+  testing::raw_exec(db, "UPDATE conversations SET updated_at = '" +
+                            to_iso8601(parse_timestamp(iso)) +
+                            "' WHERE id = " + std::to_string(id));
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("prune: a dry run changes nothing and reports what the real run does", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  ConversationId a = 0, long_one = 0, held = 0;
+  {
+    auto store = db.open();
+    a = seed(store);
+    auto& cs = store.conversations();
+    auto alice = cs.find_user("telegram", "1001")->id;
+    NewConversation nc;
+    nc.user_id = alice;
+    nc.channel = "telegram";
+    nc.agent = "planner";
+    long_one = cs.start(nc).id;
+    for (int i = 0; i < 3; ++i) {
+      cs.append(long_one, testing::text("question " + std::to_string(i)));
+      NewMessage r;
+      r.role = Role::assistant;
+      r.content = "answer " + std::to_string(i);
+      cs.append(long_one, r);
+    }
+    held = cs.start(nc).id;
+    cs.append(held, testing::text("keep me"));
+    cs.complete(held, "row-9");
+    store.retention().hold(held, "litigation 42");
+  }
+  // seed(): a (active, telegram), b = a + 1 (completed, web), c = a + 2 (active, web).
+  const ConversationId b = a + 1, c = a + 2;
+  set_updated(db, a, "2031-03-01T11:00:00Z");         // active, an hour ago: kept
+  set_updated(db, b, "2031-01-01T00:00:00Z");         // completed, two months ago: removed
+  set_updated(db, c, "2031-02-26T12:00:00Z");         // active, idle 3 days: abandoned
+  set_updated(db, long_one, "2031-03-01T11:30:00Z");  // 6 messages, trimmed to the last turn
+  set_updated(db, held, "2031-01-01T00:00:00Z");      // completed and old, but held
+
+  const std::vector<std::string> policy = {"--completed-older-than", "30d", "--idle-after", "24h",
+                                           "--keep-last-messages",   "2",   "--now",        kNow,
+                                           "--batch-size",           "1"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), policy.begin(), policy.end());
+    return args;
+  };
+  const Json before = counts(db.url());
+  CHECK(before["conversations"] == 5);
+  CHECK(before["messages"] == 14);
+
+  auto dry = run_cli(with({"prune", db.url(), "--dry-run"}));
+  CHECK(dry.status == 0);
+  CHECK(contains(dry.out, "retention dry run as of 2031-03-01 12:00:00Z (nothing was changed)"));
+  CHECK(in_order(dry.out, {"would be deleted", "1", "2", "would be trimmed", "1", "4",
+                           "would be abandoned", "1"}));
+  CHECK(contains(dry.err, "checked (dry run) "));
+  CHECK(counts(db.url()) == before);
+  CHECK(run_cli({"show", db.url(), std::to_string(b)}).status == 0);
+
+  auto dry_json = parse_json(run_cli(with({"prune", db.url(), "--dry-run", "--json"})).out);
+  CHECK(dry_json["dry_run"] == true);
+  CHECK(dry_json["totals"]["conversations_deleted"] == 1);
+  CHECK(dry_json["totals"]["messages_deleted"] == 2);
+  CHECK(dry_json["totals"]["conversations_trimmed"] == 1);
+  CHECK(dry_json["totals"]["messages_trimmed"] == 4);
+  CHECK(dry_json["totals"]["conversations_abandoned"] == 1);
+  CHECK(dry_json["by_channel"]["web"]["conversations_deleted"] == 1);
+  CHECK(counts(db.url()) == before);
+
+  auto real = run_cli(with({"prune", db.url(), "--json"}));
+  CHECK(real.status == 0);
+  // One batch per conversation (--batch-size 1): progress lines on stderr.
+  CHECK(in_order(real.err, {"pruned ", "conversations (batch "}));
+  auto real_json = parse_json(real.out);
+  CHECK(real_json["dry_run"] == false);
+  CHECK(real_json["totals"] == dry_json["totals"]);
+  CHECK(real_json["by_channel"] == dry_json["by_channel"]);
+  CHECK(real_json["by_agent"] == dry_json["by_agent"]);
+
+  auto after = counts(db.url());
+  CHECK(after["conversations"] == 4);
+  CHECK(after["messages"] == 14 - 2 - 4);
+  CHECK(after["abandoned"] == 1);
+  CHECK(after["completed"] == 1);  // the held one
+  check_error(run_cli({"show", db.url(), std::to_string(b)}), 1, "not found");
+  auto trimmed = parse_json(run_cli({"show", db.url(), std::to_string(long_one), "--json"}).out);
+  REQUIRE(trimmed["messages"].size() == 2);
+  CHECK(trimmed["messages"][0]["content"] == "question 2");
+  CHECK(trimmed["messages"][1]["content"] == "answer 2");
+  CHECK(contains(run_cli({"show", db.url(), std::to_string(held)}).out, "keep me"));
+
+  // Nothing left to do.
+  auto again = run_cli(with({"prune", db.url()}));
+  CHECK(again.status == 0);
+  CHECK(in_order(again.out, {"deleted", "0", "0", "trimmed", "0", "0", "abandoned", "0"}));
+  check_error(run_cli({"prune", db.url(), "--idle-after", "1h", "--now", "soon"}), 2, "soon");
+  check_error(run_cli({"prune", db.url(), "--archive", "--idle-after", "1h"}), 2,
+              "--completed-older-than");
+}
+
+TEST_CASE_TEMPLATE("prune --archive moves old completed conversations out", B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  ConversationId a = 0;
+  {
+    auto store = db.open();
+    a = seed(store);
+  }
+  set_updated(db, a + 1, "2031-01-01T00:00:00Z");
+  auto r = run_cli(
+      {"prune", db.url(), "--completed-older-than", "30d", "--archive", "--now", kNow, "--quiet"});
+  CHECK(r.status == 0);
+  CHECK(r.err.empty());
+  CHECK(in_order(r.out, {"archived", "1", "2"}));
+  CHECK(testing::raw_exec(db, "SELECT COUNT(*) FROM archived_messages") == "2");
+  check_error(run_cli({"show", db.url(), std::to_string(a + 1)}), 1, "not found");
+}
+
+TEST_CASE_TEMPLATE("forget-user removes the user and prints the receipt", B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  {
+    auto store = db.open();
+    seed(store);
+  }
+  auto r = run_cli({"forget-user", db.url(), "telegram", "1001"});
+  CHECK(r.status == 0);
+  CHECK(r.err.empty());
+  CHECK(contains(r.out, "forgot user "));
+  CHECK(contains(r.out, "(telegram:1001): 5 rows removed"));  // 1 user, 1 conversation, 3 messages
+  CHECK(in_order(r.out, {"conversations", "1", "messages", "3", "users", "1"}));
+
+  auto after = counts(db.url());
+  CHECK(after["users"] == 1);
+  CHECK(after["conversations"] == 2);
+  CHECK(after["messages"] == 4);
+  check_error(run_cli({"show", db.url(), "sess-abc"}), 1, "'sess-abc' not found");
+  CHECK(parse_json(run_cli({"search", db.url(), "coffee", "--json"}).out)["hits"].empty());
+
+  // Again: the user is gone.
+  check_error(run_cli({"forget-user", db.url(), "telegram", "1001"}), 1,
+              "no user '1001' on channel 'telegram'");
+
+  // A user under a legal hold is refused; nothing removed.
+  {
+    auto store = db.open();
+    auto bob = store.conversations().find_user("web", "bob")->id;
+    store.retention().hold_user(bob, "audit 7");
+  }
+  check_error(run_cli({"forget-user", db.url(), "web", "bob"}), 1, "hold");
+  CHECK(counts(db.url()) == after);
+  {
+    auto store = db.open();
+    store.retention().release_user(store.conversations().find_user("web", "bob")->id);
+  }
+  auto j = parse_json(run_cli({"forget-user", db.url(), "web", "bob", "--json"}).out);
+  CHECK(j["channel"] == "web");
+  CHECK(j["rows"]["users"] == 1);
+  CHECK(j["rows"]["conversations"] == 2);
+  CHECK(j["rows"]["messages"] == 4);
+  CHECK(j["total"].get<std::int64_t>() >= 7);
+  CHECK(counts(db.url())["users"] == 0);
+}
+
+TEST_CASE_TEMPLATE("stats prints storage per channel and per agent", B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  {
+    auto store = db.open();
+    seed(store);
+  }
+  auto r = run_cli({"stats", db.url()});
+  CHECK(r.status == 0);
+  CHECK(in_order(r.out, {"per channel:", "conversations", "content bytes", "telegram", "1", "1",
+                         "0", "3", "per agent:", "(none)", "3"}));
+  auto j = parse_json(run_cli({"stats", db.url(), "--json"}).out);
+  REQUIRE(j["by_channel"].size() == 2);
+  CHECK(j["by_channel"][0]["group"] == "telegram");
+  CHECK(j["by_channel"][0]["messages"] == 3);
+  CHECK(j["by_channel"][1]["group"] == "web");
+  CHECK(j["by_channel"][1]["conversations"] == 2);
+  CHECK(j["by_channel"][1]["completed"] == 1);
+  CHECK(j["by_channel"][1]["messages"] == 4);
+  // "train tickets to Lyon", "and a hotel", "tea 120", "biscuits 80"
+  CHECK(j["by_channel"][1]["content_bytes"] == 21 + 11 + 7 + 11);
+  REQUIRE(j["by_agent"].size() == 1);
+  CHECK(j["by_agent"][0]["group"] == "");
+  CHECK(j["by_agent"][0]["conversations"] == 3);
+}

@@ -1,27 +1,14 @@
 // Copyright (c) the convstore authors.
 // SPDX-License-Identifier: MIT
 //
-// PHASE-2 WIRING POINTS: the commands whose library part is being written on
-// other branches. Their full command-line syntax is registered in app.cpp
-// (arguments, options, --help, duration validation); each function below is
-// the single place where its library call goes. Until then each one fails
-// with NotAvailable: "convstore: error: 'export' is not available in this
-// build yet ...", exit status 2.
-//
-// How to wire one:
-//   - open the store with open_existing(args.url) (common.hpp; copy opens the
-//     target with Store::open so that it is migrated);
-//   - long commands report progress through Progress (progress.hpp):
-//       Progress progress("exported", Progress::mode_for(args.quiet));
-//       ... library call with a callback (done, total-or-nullopt) ->
-//           progress.update(done, total, "messages");
-//       progress.finish();
-//     progress goes to stderr only; stdout keeps the command's result;
-//   - with args.json print the library's receipt/result with print_json()
-//     (common.hpp), else a short human-readable summary;
-//   - errors: throw; app.cpp prints them (redacted) and sets the exit status.
-// Then remove the command's name from the NotAvailable message in errors.hpp
-// and the "(coming)" marks in app.cpp's descriptions and in the README.
+// The commands that move or change data: export, import, copy, backup,
+// prune, search, forget-user. Each opens the store with open_existing()
+// (copy opens its target with Store::open, so that it is migrated), calls
+// the library, and prints the result: with --json the library's report as
+// JSON on stdout, else a short human-readable summary. Long commands report
+// progress through Progress (progress.hpp) on stderr only, so stdout keeps
+// the result. Errors are thrown; app.cpp prints them (redacted) and sets the
+// exit status.
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -29,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <convstore/portability.hpp>
+#include <convstore/retention.hpp>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -276,14 +264,92 @@ int run_backup(const BackupArgs& args) {
   return 0;
 }
 
-// prune URL --completed-older-than D --idle-after D [--keep-last-messages N]
-// [--archive] [--anonymize] [--batch-size N] [--dry-run]: build the library's
-// retention policy from args (durations are already parsed and validated),
-// run it in batches with progress, print the report (what was / would be
-// removed, per kind).
+// prune URL [policy options] [--dry-run]: the library's retention policy,
+// run in batches with progress, then the report (what was / would be done).
 int run_prune(const PruneArgs& args) {
-  (void)args;
-  throw NotAvailable("prune");
+  using std::chrono::milliseconds;
+  RetentionPolicy policy;
+  if (args.completed_older_than)
+    policy.completed_older_than = milliseconds(*args.completed_older_than);
+  policy.completed_action = args.archive     ? RetentionAction::archive
+                            : args.anonymize ? RetentionAction::anonymize
+                                             : RetentionAction::remove;
+  if (args.idle_after) policy.abandon_idle_after = milliseconds(*args.idle_after);
+  policy.keep_last_messages = args.keep_last_messages;
+  policy.channel = args.channel;
+  policy.agent = args.agent;
+  policy.remove_orphans = args.remove_orphans;
+  policy.remove_expired_cache = args.remove_expired;
+  if (args.finished_tasks_older_than) {
+    policy.finished_tasks_older_than = milliseconds(*args.finished_tasks_older_than);
+  }
+
+  Store store = open_existing(args.url);
+  Progress progress(args.dry_run ? "checked (dry run)" : "pruned", Progress::mode_for(args.quiet));
+  RetentionRun run;
+  run.dry_run = args.dry_run;
+  run.batch_size = args.batch_size;
+  if (args.now) run.now = parse_timestamp(*args.now);
+  std::int64_t conversations = 0;
+  run.progress = [&](const RetentionProgress& p) {
+    conversations += p.conversations;
+    progress.update(conversations, std::nullopt,
+                    fmt::format("conversations (batch {}, {})", p.batch, p.phase));
+  };
+  const RetentionReport report = store.retention().run(policy, run);
+  progress.finish();
+
+  if (args.json) {
+    Json out = to_json(report);
+    out["database"] = redact_url(args.url);
+    print_json(out);
+    return 0;
+  }
+  const RetentionCounts& t = report.totals;
+  std::cout << fmt::format("{}: {} as of {}{}\n", redact_url(args.url),
+                           report.dry_run ? "retention dry run" : "retention run",
+                           format_time(report.now), report.dry_run ? " (nothing was changed)" : "");
+  const char* verb = report.dry_run ? "would be " : "";
+  std::cout << fmt::format("  {:<30} {:>13} {:>10}\n", "", "conversations", "messages");
+  auto row = [&](const std::string& what, std::int64_t c, std::optional<std::int64_t> m) {
+    std::cout << fmt::format("  {:<30} {:>13} {:>10}\n", verb + what, c,
+                             m ? std::to_string(*m) : std::string("-"));
+  };
+  row("deleted", t.conversations_deleted, t.messages_deleted);
+  row("archived", t.conversations_archived, t.messages_archived);
+  row("anonymized", t.conversations_anonymized, t.messages_anonymized);
+  row("trimmed", t.conversations_trimmed, t.messages_trimmed);
+  row("abandoned", t.conversations_abandoned, std::nullopt);
+  std::cout << fmt::format("  content bytes {}removed: {}\n", verb, t.bytes_removed);
+  auto groups = [&](const char* title, const std::map<std::string, RetentionCounts>& by) {
+    for (const auto& [name, c] : by) {
+      if (c == RetentionCounts{}) continue;
+      std::cout << fmt::format(
+          "  {} {}: deleted {}, archived {}, anonymized {}, trimmed {}, abandoned {} "
+          "(messages {})\n",
+          title, name.empty() ? std::string("(none)") : name, c.conversations_deleted,
+          c.conversations_archived, c.conversations_anonymized, c.conversations_trimmed,
+          c.conversations_abandoned,
+          c.messages_deleted + c.messages_archived + c.messages_anonymized + c.messages_trimmed);
+    }
+  };
+  groups("channel", report.by_channel);
+  groups("agent", report.by_agent);
+  if (args.remove_orphans) {
+    std::cout << fmt::format("  orphaned agent states {}removed: {}\n", verb,
+                             report.orphaned_states);
+  }
+  if (args.remove_expired) {
+    std::cout << fmt::format(
+        "  expired {}removed: cache entries {}, cache fields {}, cache waiters {}, web "
+        "sessions {}\n",
+        verb, report.cache_entries, report.cache_fields, report.cache_waiters, report.web_sessions);
+  }
+  if (args.finished_tasks_older_than) {
+    std::cout << fmt::format("  finished tasks {}removed: {}\n", verb, report.tasks);
+  }
+  std::cout << fmt::format("  batches: {}\n", report.batches);
+  return 0;
 }
 
 // search URL TEXT [--user U] [--conversation C] [--role R] [--since T]
@@ -353,10 +419,25 @@ int run_search(const SearchArgs& args) {
 }
 
 // forget-user URL CHANNEL EXTERNAL_ID: remove every row of the user in one
-// call and print the receipt of counts (not found: exit 1).
+// transaction and print the receipt (an unknown user, or one under a legal
+// hold: the library's error, exit 1, nothing removed).
 int run_forget_user(const ForgetUserArgs& args) {
-  (void)args;
-  throw NotAvailable("forget-user");
+  Store store = open_existing(args.url);
+  const ForgetReceipt receipt = store.retention().forget_user(args.channel, args.external_id);
+  if (args.json) {
+    Json out = to_json(receipt);
+    out["channel"] = args.channel;
+    out["external_id"] = args.external_id;
+    print_json(out);
+    return 0;
+  }
+  std::cout << fmt::format("forgot user {} ({}:{}): {} rows removed\n", receipt.user_id,
+                           args.channel, args.external_id, receipt.total);
+  for (const auto& [table, rows] : receipt.rows) {
+    std::cout << fmt::format("  {:<28} {:>8}\n", table, rows);
+  }
+  for (const auto& note : receipt.notes) std::cout << fmt::format("note: {}\n", note);
+  return 0;
 }
 
 }  // namespace convstore::cli
