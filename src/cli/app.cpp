@@ -65,8 +65,7 @@ int run(int argc, char** argv) {
   CLI::App app{
       "convstore: look after a convstore database (SQLite or PostgreSQL).\n"
       "Run 'convstore COMMAND --help' for a command's arguments and options.\n"
-      "Exit status: 0 success, 1 the command failed, 2 a command-line error or a command\n"
-      "not in this build.",
+      "Exit status: 0 success, 1 the command failed, 2 a command-line error.",
       "convstore"};
   app.set_version_flag("--version", std::string("convstore ") + CONVSTORE_VERSION_STRING);
   app.require_subcommand(1);
@@ -93,6 +92,10 @@ int run(int argc, char** argv) {
     auto* c =
         app.add_subcommand("stats", "Print row counts, schema version and health of the database");
     c->add_option("URL", stats.url, kUrlHelp)->required();
+    c->add_flag("--operations", stats.operations,
+                "also print the operation counters (calls, errors, latency) of the calls this "
+                "stats command made: counters are per process, so they never describe "
+                "another program's use of the database");
     c->add_flag("--json", stats.json, "print the statistics as JSON");
     commands.push_back({c, [&] { return run_stats(stats); }});
   }
@@ -116,12 +119,11 @@ int run(int argc, char** argv) {
     commands.push_back({c, [&] { return run_show(show); }});
   }
 
-  // ---- Phase-2 commands: full syntax now, library calls in commands_phase2.cpp ----
+  // ---- The data commands (commands_data.cpp) ----
 
   ExportArgs export_args;
   {
-    auto* c = app.add_subcommand(
-        "export", "Export the database as JSON Lines into FILE (coming: not in this build yet)");
+    auto* c = app.add_subcommand("export", "Export the database as JSON Lines into FILE");
     c->add_option("URL", export_args.url, kUrlHelp)->required();
     c->add_option("FILE", export_args.file, "the JSON Lines file to write ('-': stdout)")
         ->required();
@@ -133,8 +135,7 @@ int run(int argc, char** argv) {
   ImportArgs import_args;
   {
     auto* c = app.add_subcommand(
-        "import",
-        "Import a JSON Lines file (idempotent; all or nothing) (coming: not in this build yet)");
+        "import", "Import a JSON Lines file (idempotent; all or nothing unless --skip-bad-lines)");
     c->add_option("URL", import_args.url, kUrlHelp)->required();
     c->add_option("FILE", import_args.file, "the JSON Lines file to read ('-': stdin)")->required();
     c->add_flag("--skip-bad-lines", import_args.skip_bad_lines,
@@ -149,7 +150,7 @@ int run(int argc, char** argv) {
     auto* c = app.add_subcommand(
         "copy",
         "Copy all data from one database to another (e.g. SQLite to PostgreSQL), then verify "
-        "counts and checksums (coming: not in this build yet)");
+        "counts and checksums (exit 1 if they differ)");
     c->add_option("FROM_URL", copy.from_url, "the source database URL")->required();
     c->add_option("TO_URL", copy.to_url, "the target database URL (migrated if needed)")
         ->required();
@@ -163,7 +164,7 @@ int run(int argc, char** argv) {
     auto* c = app.add_subcommand(
         "backup",
         "Consistent online backup of a live SQLite database into FILE (PostgreSQL: use "
-        "pg_dump) (coming: not in this build yet)");
+        "pg_dump)");
     c->add_option("URL", backup.url, kUrlHelp)->required();
     c->add_option("FILE", backup.file, "the backup file to write")->required();
     c->add_flag("-q,--quiet", backup.quiet, "no progress on stderr");
@@ -172,52 +173,88 @@ int run(int argc, char** argv) {
   }
 
   PruneArgs prune;
-  std::string completed_older_than;
-  std::string idle_after;
+  std::string completed_older_than, idle_after, finished_tasks_older_than;
+  std::string prune_channel, prune_agent, prune_now;
   std::size_t keep_last_messages = 0;
   CLI::App* prune_app = nullptr;
   {
     auto* c = prune_app = app.add_subcommand(
         "prune",
-        "Apply the retention policy: remove old completed conversations, mark idle ones "
-        "abandoned (coming: not in this build yet)");
+        "Apply a retention policy in batches: remove (or archive, or anonymize) old completed "
+        "conversations, mark idle ones abandoned, trim long ones; legal holds are honoured");
     c->add_option("URL", prune.url, kUrlHelp)->required();
     c->add_option("--completed-older-than", completed_older_than,
-                  "remove completed conversations older than this (30d, 24h, 90m, 45s, 1h30m)")
+                  "remove completed conversations last active longer ago than this (30d, 24h, "
+                  "90m, 45s, 1h30m)")
         ->check(duration_validator());
     c->add_option("--idle-after", idle_after,
                   "mark active conversations idle for longer than this abandoned (e.g. 24h)")
         ->check(duration_validator());
     c->add_option("--keep-last-messages", keep_last_messages,
-                  "in longer conversations keep only the newest N messages (system messages "
+                  "in active conversations keep only the newest N messages (system messages "
                   "and the newest turn are always kept)")
         ->check(CLI::Range(std::size_t{1}, std::size_t{1000000000}));
-    auto* archive =
-        c->add_flag("--archive", prune.archive, "move to the archive tables instead of deleting");
-    c->add_flag("--anonymize", prune.anonymize, "blank the text but keep the counts")
+    auto* archive = c->add_flag("--archive", prune.archive,
+                                "move old completed conversations to the archive tables "
+                                "instead of deleting them");
+    c->add_flag("--anonymize", prune.anonymize,
+                "blank the text of old completed conversations but keep the rows and counts")
         ->excludes(archive);
-    c->add_option("--batch-size", prune.batch_size, "rows per transaction (1..100000)")
+    c->add_option("--channel", prune_channel, "only conversations of this channel");
+    c->add_option("--agent", prune_agent, "only conversations of this agent");
+    c->add_flag("--remove-orphans", prune.remove_orphans,
+                "also remove session-scoped agent state whose conversation is gone");
+    c->add_flag("--remove-expired", prune.remove_expired,
+                "also remove expired session-cache rows and expired or revoked web sessions");
+    c->add_option("--finished-tasks-older-than", finished_tasks_older_than,
+                  "also remove tasks that finished longer ago than this")
+        ->check(duration_validator());
+    c->add_option("--now", prune_now,
+                  "count the ages from this time (ISO 8601) instead of the current time: a "
+                  "--dry-run and the real run then see the same conversations");
+    c->add_option("--batch-size", prune.batch_size, "conversations per transaction (1..100000)")
         ->check(CLI::Range(std::size_t{1}, std::size_t{100000}))
         ->capture_default_str();
     c->add_flag("--dry-run", prune.dry_run, "report what would be done, change nothing");
     c->add_flag("-q,--quiet", prune.quiet, "no progress on stderr");
     c->add_flag("--json", prune.json, "print the report as JSON");
-    commands.push_back({c, [&] {
-                          if (!completed_older_than.empty()) {
-                            prune.completed_older_than = parse_duration(completed_older_than);
-                          }
-                          if (!idle_after.empty()) prune.idle_after = parse_duration(idle_after);
-                          if (prune_app->count("--keep-last-messages") > 0) {
-                            prune.keep_last_messages = keep_last_messages;
-                          }
-                          if (!prune.completed_older_than && !prune.idle_after &&
-                              !prune.keep_last_messages) {
-                            throw UsageError(
-                                "prune: nothing to do: give --completed-older-than, "
-                                "--idle-after and/or --keep-last-messages");
-                          }
-                          return run_prune(prune);
-                        }});
+    commands.push_back(
+        {c, [&] {
+           auto given = [&](const char* name) { return prune_app->count(name) > 0; };
+           if (given("--completed-older-than")) {
+             prune.completed_older_than = parse_duration(completed_older_than);
+           }
+           if (given("--idle-after")) prune.idle_after = parse_duration(idle_after);
+           if (given("--keep-last-messages")) {
+             prune.keep_last_messages = keep_last_messages;
+           }
+           if (given("--finished-tasks-older-than")) {
+             prune.finished_tasks_older_than = parse_duration(finished_tasks_older_than);
+           }
+           if (given("--channel")) prune.channel = prune_channel;
+           if (given("--agent")) prune.agent = prune_agent;
+           if (given("--now")) {
+             try {
+               parse_timestamp(prune_now);
+             } catch (const std::exception& e) {
+               throw UsageError(e.what());
+             }
+             prune.now = prune_now;
+           }
+           if ((prune.archive || prune.anonymize) && !prune.completed_older_than) {
+             throw UsageError(
+                 "prune: --archive and --anonymize apply to "
+                 "--completed-older-than, which is missing");
+           }
+           if (!prune.completed_older_than && !prune.idle_after && !prune.keep_last_messages &&
+               !prune.remove_orphans && !prune.remove_expired && !prune.finished_tasks_older_than) {
+             throw UsageError(
+                 "prune: nothing to do: give --completed-older-than, "
+                 "--idle-after, --keep-last-messages, --remove-orphans, "
+                 "--remove-expired and/or --finished-tasks-older-than");
+           }
+           return run_prune(prune);
+         }});
   }
 
   SearchArgs search;
@@ -225,9 +262,7 @@ int run(int argc, char** argv) {
   CLI::App* search_app = nullptr;
   {
     auto* c = search_app = app.add_subcommand(
-        "search",
-        "Full-text search over message content, ranked, with snippets (coming: not in this "
-        "build yet)");
+        "search", "Full-text search over message content: ranked hits with highlighted snippets");
     c->add_option("URL", search.url, kUrlHelp)->required();
     c->add_option("TEXT", search.text, "the words to look for")->required();
     c->add_option("--user", search_user, "only this user: a numeric id or CHANNEL:EXTERNAL_ID");
@@ -268,8 +303,8 @@ int run(int argc, char** argv) {
   {
     auto* c = app.add_subcommand(
         "forget-user",
-        "Remove every row of one user (conversations, messages, state, sessions, ...) and "
-        "print a receipt of counts (coming: not in this build yet)");
+        "Remove every row of one user (conversations, messages, state, sessions, ...) in one "
+        "transaction and print a receipt of counts (refused for a user under legal hold)");
     c->add_option("URL", forget.url, kUrlHelp)->required();
     c->add_option("CHANNEL", forget.channel, "the user's channel (telegram, web, ...)")->required();
     c->add_option("EXTERNAL_ID", forget.external_id, "the user's id on that channel")->required();
@@ -311,9 +346,6 @@ int run(int argc, char** argv) {
     print_error("no command given (run 'convstore --help')");
     return kExitUsage;
   } catch (const UsageError& e) {
-    print_error(e.what());
-    return kExitUsage;
-  } catch (const NotAvailable& e) {
     print_error(e.what());
     return kExitUsage;
   } catch (const Error& e) {

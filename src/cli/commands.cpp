@@ -26,6 +26,57 @@ Json migrations_json(const std::vector<SchemaMigration>& migrations) {
   return out;
 }
 
+Json operations_json(const std::vector<OperationStats>& operations) {
+  Json out = Json::array();
+  for (const auto& o : operations) {
+    out.push_back({{"action", o.action},
+                   {"calls", o.calls},
+                   {"errors", o.errors},
+                   {"conflicts", o.conflicts},
+                   {"total_us", o.total_time.count()},
+                   {"p50_us", o.p50_us},
+                   {"p99_us", o.p99_us}});
+  }
+  return out;
+}
+
+Json storage_json(const std::vector<StorageStats>& groups) {
+  Json out = Json::array();
+  for (const auto& g : groups) {
+    Json j = to_json(g);
+    j.erase("would_remove");  // no policy given
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+// Conversations, messages and content per channel or agent.
+void print_storage(const char* what, const std::vector<StorageStats>& groups) {
+  std::cout << fmt::format("\nper {}:\n", what);
+  if (groups.empty()) {
+    std::cout << "  (no conversations)\n";
+    return;
+  }
+  std::cout << fmt::format("  {:<20} {:>13} {:>8} {:>9} {:>10} {:>14}  {}\n", what, "conversations",
+                           "active", "completed", "messages", "content bytes", "oldest");
+  for (const auto& g : groups) {
+    std::cout << fmt::format("  {:<20} {:>13} {:>8} {:>9} {:>10} {:>14}  {}\n",
+                             g.group.empty() ? std::string("(none)") : g.group, g.conversations,
+                             g.active, g.completed, g.messages, g.content_bytes,
+                             g.oldest ? format_time(*g.oldest) : std::string("-"));
+  }
+}
+
+void print_operations(const std::vector<OperationStats>& operations) {
+  std::cout << "\noperations (the calls of this stats command only: counters are per process):\n";
+  std::cout << fmt::format("  {:<32} {:>6} {:>6} {:>9} {:>10} {:>10}\n", "action", "calls",
+                           "errors", "conflicts", "p50 us", "p99 us");
+  for (const auto& o : operations) {
+    std::cout << fmt::format("  {:<32} {:>6} {:>6} {:>9} {:>10.0f} {:>10.0f}\n", o.action, o.calls,
+                             o.errors, o.conflicts, o.p50_us, o.p99_us);
+  }
+}
+
 }  // namespace
 
 // ---- migrate ----------------------------------------------------------------
@@ -113,14 +164,22 @@ int run_stats(const StatsArgs& args) {
   Store store = open_existing(args.url);
   const Health health = store.health();
   const Stats s = store.stats();
-  // Phase 2 adds here: per-channel and per-agent storage stats ("channels",
-  // "agents") and the operation counters ("operations").
+  auto& retention = store.retention();
+  const std::vector<StorageStats> by_channel = retention.storage_stats(StatsGroup::channel);
+  const std::vector<StorageStats> by_agent = retention.storage_stats(StatsGroup::agent);
+  // The counters are read last, so that they include the queries above.
+  std::vector<OperationStats> operations;
+  if (args.operations) {
+    for (auto& o : store.operation_stats()) {
+      if (o.calls > 0) operations.push_back(std::move(o));
+    }
+  }
   if (args.json) {
     Json health_json = {{"ok", health.ok},
                         {"round_trip_us", health.round_trip.count()},
                         {"schema_version", health.schema_version}};
     if (!health.error.empty()) health_json["error"] = redactor()(health.error);
-    print_json({{"database", redact_url(args.url)},
+    Json out = {{"database", redact_url(args.url)},
                 {"backend", store.backend()},
                 {"schema_version", health.schema_version},
                 {"library_schema_version", Store::library_schema_version()},
@@ -133,7 +192,11 @@ int run_stats(const StatsArgs& args) {
                   {"abandoned", s.abandoned},
                   {"archived", s.archived},
                   {"messages", s.messages},
-                  {"agents", s.agents}}}});
+                  {"agents", s.agents}}}};
+    out["by_channel"] = storage_json(by_channel);
+    out["by_agent"] = storage_json(by_agent);
+    if (args.operations) out["operations"] = operations_json(operations);
+    print_json(out);
     return 0;
   }
   std::cout << fmt::format("database:       {}\n", redact_url(args.url));
@@ -151,6 +214,9 @@ int run_stats(const StatsArgs& args) {
       s.active, s.completed, s.abandoned, s.archived);
   std::cout << fmt::format("messages:       {}\n", s.messages);
   std::cout << fmt::format("agents:         {}\n", s.agents);
+  print_storage("channel", by_channel);
+  print_storage("agent", by_agent);
+  if (args.operations) print_operations(operations);
   return health.ok ? 0 : 1;
 }
 

@@ -4,13 +4,11 @@
 
 // The arguments of every command of the convstore tool, as app.cpp parses
 // them, and the functions that run them. Each run_* returns the exit status
-// and throws UsageError, NotAvailable, convstore::Error or another
-// std::exception, which app.cpp prints as "convstore: error: ...".
+// and throws UsageError, convstore::Error or another std::exception, which
+// app.cpp prints as "convstore: error: ...".
 //
-// migrate, stats and show run now (commands.cpp). export, import, copy,
-// backup, prune, search and forget-user are registered with their full
-// syntax and wait for their library part: commands_phase2.cpp, the one place
-// where phase 2 wires them.
+// migrate, stats and show are in commands.cpp; export, import, copy,
+// backup, prune, search and forget-user in commands_data.cpp.
 
 #include <chrono>
 #include <cstddef>
@@ -28,6 +26,7 @@ struct MigrateArgs {
 
 struct StatsArgs {
   std::string url;
+  bool operations = false;  // also the operation counters of this process's own calls
   bool json = false;
 };
 
@@ -73,10 +72,16 @@ struct PruneArgs {
   std::optional<std::chrono::seconds> completed_older_than;
   std::optional<std::chrono::seconds> idle_after;
   std::optional<std::size_t> keep_last_messages;
-  bool archive = false;    // move to the archive tables instead of deleting
-  bool anonymize = false;  // blank the text, keep the counts
+  bool archive = false;                // move to the archive tables instead of deleting
+  bool anonymize = false;              // blank the text, keep the counts
+  std::optional<std::string> channel;  // only conversations of this channel
+  std::optional<std::string> agent;    // only conversations of this agent
+  bool remove_orphans = false;         // orphaned session-scoped agent state
+  bool remove_expired = false;         // expired cache rows and web sessions
+  std::optional<std::chrono::seconds> finished_tasks_older_than;
+  std::optional<std::string> now;  // ISO 8601: the time the ages count from
   bool dry_run = false;
-  std::size_t batch_size = 1000;
+  std::size_t batch_size = 500;
   bool quiet = false;
   bool json = false;
 };
@@ -105,7 +110,7 @@ int run_migrate(const MigrateArgs& args);
 int run_stats(const StatsArgs& args);
 int run_show(const ShowArgs& args);
 
-// commands_phase2.cpp
+// commands_data.cpp
 int run_export(const ExportArgs& args);
 int run_import(const ImportArgs& args);
 int run_copy(const CopyArgs& args);

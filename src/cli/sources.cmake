@@ -3,7 +3,7 @@
 set(CONVSTORE_CLI_CORE_SOURCES
   src/cli/app.cpp
   src/cli/commands.cpp
-  src/cli/commands_phase2.cpp
+  src/cli/commands_data.cpp
   src/cli/common.cpp
   src/cli/duration.cpp
   src/cli/progress.cpp

@@ -30,7 +30,7 @@ std::string slurp(const std::string& path) {
 
 }  // namespace
 
-CliResult run_cli(const std::vector<std::string>& args) {
+CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin_file) {
   static std::atomic<int> counter{0};
   const std::string path = cli_path();
   REQUIRE_MESSAGE(std::filesystem::exists(path), "the convstore binary is missing: " << path);
@@ -47,8 +47,8 @@ CliResult run_cli(const std::vector<std::string>& args) {
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    // stdout and stderr to files (never a terminal: the non-tty mode), no stdin.
-    int in = open("/dev/null", O_RDONLY);
+    // stdout and stderr to files (never a terminal: the non-tty mode).
+    int in = open(stdin_file.c_str(), O_RDONLY);
     int out = open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     int err = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (in < 0 || out < 0 || err < 0) _exit(126);
@@ -68,6 +68,37 @@ CliResult run_cli(const std::vector<std::string>& args) {
   std::filesystem::remove(out_file);
   std::filesystem::remove(err_file);
   return r;
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+void check_error(const CliResult& r, int status, const std::string& mentions) {
+  CHECK(r.status == status);
+  CHECK_MESSAGE(r.out.empty(), "stdout: " << r.out);
+  CHECK_MESSAGE(r.err.rfind("convstore: error: ", 0) == 0, "stderr: " << r.err);
+  CHECK_MESSAGE(contains(r.err, mentions), "stderr: " << r.err);
+  CHECK_MESSAGE(!contains(r.err, "terminate called"), "stderr: " << r.err);
+}
+
+convstore::Json parse_json(const std::string& text) {
+  try {
+    return convstore::Json::parse(text);
+  } catch (const std::exception& e) {
+    FAIL("not JSON (" << e.what() << "): " << text);
+  }
+  return nullptr;
+}
+
+bool in_order(const std::string& text, const std::vector<std::string>& parts) {
+  std::size_t at = 0;
+  for (const auto& p : parts) {
+    auto found = text.find(p, at);
+    if (found == std::string::npos) return false;
+    at = found + p.size();
+  }
+  return true;
 }
 
 }  // namespace testing

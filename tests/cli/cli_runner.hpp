@@ -5,6 +5,7 @@
 // Runs the built convstore binary, as a user would, and captures what it
 // printed. The binary is $CONVSTORE_CLI, else the path CMake compiled in.
 
+#include <convstore/convstore.hpp>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,20 @@ struct CliResult {
   std::string err;  // stderr
 };
 
-CliResult run_cli(const std::vector<std::string>& args);
+// Runs the binary with `args`, stdin read from `stdin_file`.
+CliResult run_cli(const std::vector<std::string>& args,
+                  const std::string& stdin_file = "/dev/null");
+
+bool contains(const std::string& s, const std::string& part);
+
+// The error convention: nothing on stdout, one "convstore: error: ..." on
+// stderr naming `mentions`, exit status `status`.
+void check_error(const CliResult& r, int status, const std::string& mentions);
+
+// `text` parsed as JSON; fails the test when it is not JSON.
+convstore::Json parse_json(const std::string& text);
+
+// True when `parts` appear in `text` in this order.
+bool in_order(const std::string& text, const std::vector<std::string>& parts);
 
 }  // namespace testing

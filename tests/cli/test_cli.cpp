@@ -13,6 +13,10 @@
 #include "cli_runner.hpp"
 
 using namespace convstore;
+using testing::check_error;
+using testing::contains;
+using testing::in_order;
+using testing::parse_json;
 using testing::run_cli;
 
 namespace {
@@ -38,40 +42,6 @@ const std::vector<CommandHelp>& command_helps() {
       {"forget-user", {"URL", "CHANNEL", "EXTERNAL_ID"}},
   };
   return helps;
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-// The error convention: nothing on stdout, one "convstore: error: ..." on
-// stderr, a non-zero status.
-void check_error(const testing::CliResult& r, int status, const std::string& mentions) {
-  CHECK(r.status == status);
-  CHECK_MESSAGE(r.out.empty(), "stdout: " << r.out);
-  CHECK_MESSAGE(r.err.rfind("convstore: error: ", 0) == 0, "stderr: " << r.err);
-  CHECK_MESSAGE(contains(r.err, mentions), "stderr: " << r.err);
-  CHECK_MESSAGE(!contains(r.err, "terminate called"), "stderr: " << r.err);
-}
-
-Json parse_json(const std::string& text) {
-  try {
-    return Json::parse(text);
-  } catch (const std::exception& e) {
-    FAIL("not JSON (" << e.what() << "): " << text);
-  }
-  return nullptr;
-}
-
-// Positions of `parts` in `text`, each after the previous one.
-bool in_order(const std::string& text, const std::vector<std::string>& parts) {
-  std::size_t at = 0;
-  for (const auto& p : parts) {
-    auto found = text.find(p, at);
-    if (found == std::string::npos) return false;
-    at = found + p.size();
-  }
-  return true;
 }
 
 }  // namespace
@@ -111,22 +81,6 @@ TEST_CASE("command-line mistakes exit 2 with the message on stderr and nothing o
   check_error(run_cli({"show", "sqlite:x.db", "1", "--page-size", "0"}), 2, "--page-size");
   check_error(run_cli({"search", "sqlite:x.db", "hi", "--since", "yesterday"}), 2, "yesterday");
   CHECK_FALSE(std::filesystem::exists("x.db"));
-}
-
-TEST_CASE("the phase-2 commands parse their syntax and say they are not in this build") {
-  const std::vector<std::vector<std::string>> calls = {
-      {"export", "sqlite:x.db", "out.jsonl"},
-      {"import", "sqlite:x.db", "in.jsonl", "--skip-bad-lines"},
-      {"copy", "sqlite:x.db", "sqlite:y.db"},
-      {"backup", "sqlite:x.db", "backup.db"},
-      {"prune", "sqlite:x.db", "--completed-older-than", "30d", "--idle-after", "24h", "--dry-run"},
-      {"search", "sqlite:x.db", "coffee", "--user", "telegram:1", "--limit", "5"},
-      {"forget-user", "sqlite:x.db", "telegram", "1001"},
-  };
-  for (const auto& call : calls) {
-    CAPTURE(call[0]);
-    check_error(run_cli(call), 2, "'" + call[0] + "' is not available in this build yet");
-  }
 }
 
 TEST_CASE_TEMPLATE("migrate brings a fresh database to the library's schema version", B,
