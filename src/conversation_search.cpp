@@ -301,8 +301,8 @@ Page<SearchHit> ConversationStore::search(const SearchQuery& q) {
     sql += "ORDER BY h.score DESC, h.hid";
   } else {
     sql =
-        "SELECT h.id, h.score FROM (SELECT rowid AS id, CAST(round(-bm25(messages_fts) * 1e12) "
-        "AS INTEGER) AS score FROM messages_fts WHERE messages_fts MATCH :q) h";
+        "SELECT h.id, h.score FROM (SELECT rowid AS id, CAST(round(convstore_rank(messages_fts) * "
+        "1e12) AS INTEGER) AS score FROM messages_fts WHERE messages_fts MATCH :q) h";
     if (q.conversation_id || q.role || q.from || q.to || join_conv) {
       sql += " JOIN messages m ON m.id = h.id";
     }

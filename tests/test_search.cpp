@@ -3,6 +3,7 @@
 //
 // ConversationStore::search and ConversationStore::context_window.
 #include <algorithm>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -402,6 +403,55 @@ TEST_CASE_TEMPLATE("search: the migration indexes the messages stored before it"
   CHECK(found(store.conversations(), "index", before));
   store.conversations().remove_message(before);
   CHECK(store.conversations().search(query("index")).items.empty());
+}
+
+TEST_CASE_TEMPLATE("search: writes between pages shift no other hit", B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = start(cs, std::nullopt, "web");
+  auto other = start(cs, std::nullopt, "web");
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 10; ++i) batch.push_back(msg("parcel delivered"));  // equal ranks
+  for (int i = 0; i < 6; ++i) {
+    std::string content = "parcel";
+    for (int k = 0; k <= i % 3; ++k) content += " parcel";
+    batch.push_back(msg(content + " lost in transit " + std::to_string(i)));
+  }
+  for (int i = 0; i < 5; ++i) batch.push_back(msg("something else entirely"));
+  std::map<MessageId, int> seen;  // every pre-existing hit, and how often it was seen
+  for (const auto& m : cs.append_batch(conv.id, batch)) {
+    if (m.content.find("parcel") != std::string::npos) seen[m.id] = 0;
+  }
+  const std::size_t hits = seen.size();
+  SearchQuery q = query("parcel");
+  q.limit = 4;
+  int pages = 0;
+  MessageId unrelated = cs.append(other.id, msg("the weather today")).id;
+  for (;;) {
+    auto page = cs.search(q);
+    ++pages;
+    for (const auto& h : page.items) {
+      auto it = seen.find(h.message.id);
+      if (it != seen.end()) ++it->second;
+    }
+    if (page.next_cursor.empty()) break;
+    q.cursor = page.next_cursor;
+    REQUIRE(pages < 20);
+    // Writes between the pages: unrelated messages added, changed and
+    // removed, and a new hit (which may or may not be seen).
+    cs.append(other.id, msg("an unrelated message " + std::to_string(pages)));
+    cs.append(other.id, msg(std::string(200, 'x') + " long unrelated words"));
+    MessageUpdate up;
+    up.content = "rewritten weather " + std::to_string(pages);
+    cs.update_message(unrelated, up);
+    cs.append(other.id, msg("a new parcel arrived"));
+  }
+  CHECK(seen.size() == hits);
+  for (const auto& [id, count] : seen) {
+    CAPTURE(id);
+    CHECK(count == 1);
+  }
 }
 
 // ============================= context windows =============================

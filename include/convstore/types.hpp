@@ -344,9 +344,10 @@ struct SearchQuery {
 // One message found by a search.
 struct SearchHit {
   Message message;  // message.conversation_id is its conversation
-  // Relevance, higher is better: SQLite's bm25 (negated), PostgreSQL's
-  // ts_rank_cd (normalized by document length); comparable within one
-  // search only, and not across backends. Rounded to 1e-12.
+  // Relevance, higher is better, a function of this message alone: the
+  // query's matches in it divided by 1 + ln(its length in words) on SQLite,
+  // PostgreSQL's ts_rank_cd (normalized by document length); comparable
+  // within one search only, and not across backends. Rounded to 1e-12.
   double rank = 0;
   std::string snippet;
 };
