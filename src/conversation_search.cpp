@@ -135,35 +135,59 @@ std::string pg_text_array(const std::vector<std::string>& items) {
   return out;
 }
 
-// PostgreSQL: the terms as two arrays for the query of kPgQuery: a phrase
-// term is its raw text for phraseto_tsquery (PostgreSQL's parser splits it
-// as it split the content: an address or a decimal number stays one
-// lexeme); a prefix term is a tsquery of its quoted words, the last with :*.
-std::pair<std::string, std::string> pg_terms(const std::vector<Term>& terms) {
+// The terms of a search for the query of CS_PG_TSQUERY, as three arrays.
+struct PgTerms {
+  std::string texts;     // each term's text, without a prefix's '*'
+  std::string prefixes;  // whether it is a prefix
+  std::string lexemes;   // a prefix's text as one tsquery lexeme with :*, or ""
+};
+
+// PostgreSQL: every term's text goes through PostgreSQL's own parser
+// (phraseto_tsquery), which splits it as it split the content: an address,
+// a path, a version or a decimal number stays one lexeme. For a prefix
+// term, the last lexeme of that phrase is a prefix, OR the whole text as
+// one lexeme prefix: "bob@example*" is the start of the lexeme
+// 'bob@example.com' although the parser splits "bob@example" in two, and
+// "well-kn*" is the start of 'well-known'.
+PgTerms pg_terms(const std::vector<Term>& terms) {
   std::vector<std::string> texts;
+  std::vector<std::string> lexemes;
   std::string prefixes = "{";
   for (const auto& t : terms) {
+    std::string text = t.raw;
+    std::string lexeme;
     if (t.prefix) {
-      std::string q;
-      for (std::size_t i = 0; i < t.words.size(); ++i) {
-        if (i > 0) q += " <-> ";
-        q += "'" + t.words[i] + "'";
+      while (!text.empty() && text.back() == '*') text.pop_back();
+      // A tsquery lexeme holds at most 2 KB; the content's longer words are
+      // not indexed either.
+      if (!text.empty() && text.size() <= 1000) {
+        lexeme = "'";
+        for (char ch : text) {
+          if (ch == '\\') lexeme += '\\';
+          if (ch == '\'') lexeme += '\'';
+          lexeme += ch;
+        }
+        lexeme += "':*";
       }
-      texts.push_back(q + ":*");
-    } else {
-      texts.push_back(t.raw);
     }
+    texts.push_back(std::move(text));
+    lexemes.push_back(std::move(lexeme));
     if (prefixes.size() > 1) prefixes += ',';
     prefixes += t.prefix ? "t" : "f";
   }
-  return {pg_text_array(texts), prefixes + "}"};
+  return {pg_text_array(texts), prefixes + "}", pg_text_array(lexemes)};
 }
 
-// The tsquery of a search: every term's query ANDed.
-#define CS_PG_TSQUERY                                                                            \
-  "(SELECT convstore_tsquery_and(CASE WHEN x.p THEN to_tsquery('simple', x.t) ELSE "             \
-  "phraseto_tsquery('simple', x.t) END) FROM unnest(CAST(:t AS text[]), CAST(:p AS boolean[])) " \
-  "AS x(t, p))"
+// The tsquery of a search: every term's query ANDed. y.q is the term's
+// phrase; a prefix term marks its last lexeme a prefix (the text form of a
+// phrase ends with that lexeme) and ORs the term as one lexeme, lower-cased
+// as the 'simple' dictionary does.
+#define CS_PG_TSQUERY                                                                       \
+  "(SELECT convstore_tsquery_and(CASE WHEN NOT x.p THEN y.q ELSE COALESCE(y.pq || "         \
+  "CAST(lower(NULLIF(x.l, '')) AS tsquery), y.pq) END) FROM unnest(CAST(:t AS text[]), "    \
+  "CAST(:p AS boolean[]), CAST(:l AS text[])) AS x(t, p, l) CROSS JOIN LATERAL (SELECT q, " \
+  "CASE WHEN numnode(q) = 0 THEN q ELSE CAST(CAST(q AS text) || ':*' AS tsquery) END AS "   \
+  "pq FROM (SELECT phraseto_tsquery('simple', x.t) AS q) z) y)"
 
 // Ranks are compared and carried in cursors as integers (rank * 1e12), so
 // that a page boundary is exact on both backends.
@@ -318,7 +342,7 @@ Page<SearchHit> ConversationStore::search(const SearchQuery& q) {
   Page<SearchHit> page;
   impl_->snapshot(Op{"search messages"}, [&](Connection& c) {
     if (pg) {
-      auto [texts, prefixes] = pg_terms(terms);
+      auto pt = pg_terms(terms);
       std::string opts = fmt::format(
           "StartSel=\"{}\", StopSel=\"{}\", MaxWords={}, MinWords={}, ShortWord=0", kOpenMark,
           kCloseMark, q.snippet_words, std::max<std::size_t>(1, q.snippet_words / 2));
@@ -326,7 +350,7 @@ Page<SearchHit> ConversationStore::search(const SearchQuery& q) {
       // holds a lexeme it indexes (then nothing matches).
       static const Sql build{"SELECT CAST(" CS_PG_TSQUERY " AS text)"};
       std::optional<std::string> tsquery;
-      Stmt(c, build).in(texts).in(prefixes).out(tsquery).one();
+      Stmt(c, build).in(pt.texts).in(pt.prefixes).in(pt.lexemes).out(tsquery).one();
       if (!tsquery || tsquery->empty()) return;
       // Plans made for this query's words (a generic plan knows nothing of
       // them and would scan every message); until the transaction ends.

@@ -454,6 +454,42 @@ TEST_CASE_TEMPLATE("search: writes between pages shift no other hit", B, CONVSTO
   }
 }
 
+TEST_CASE_TEMPLATE("search: prefixes of numbers, addresses, paths and versions", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = start(cs, std::nullopt, "web");
+  MessageId pi = cs.append(conv.id, msg("pi is about 3.14159 here")).id;
+  MessageId mail = cs.append(conv.id, msg("write to Bob@Example.com today")).id;
+  MessageId path = cs.append(conv.id, msg("it is in /usr/local/bin/tool now")).id;
+  MessageId version = cs.append(conv.id, msg("release v1.2.3 shipped")).id;
+  MessageId host = cs.append(conv.id, msg("served by api.example.org again")).id;
+  MessageId hyphen = cs.append(conv.id, msg("a well-known fact")).id;
+  // The same on both backends: a prefix of the whole number, address, path
+  // or version, from its start.
+  CHECK(ids(cs.search(query("3.14*"))) == std::vector<MessageId>{pi});
+  CHECK(ids(cs.search(query("3.1415*"))) == std::vector<MessageId>{pi});
+  CHECK(ids(cs.search(query("bob@example*"))) == std::vector<MessageId>{mail});
+  CHECK(ids(cs.search(query("BOB@EXAMPLE.c*"))) == std::vector<MessageId>{mail});
+  CHECK(ids(cs.search(query("/usr/local/bi*"))) == std::vector<MessageId>{path});
+  CHECK(ids(cs.search(query("/usr/lo*"))) == std::vector<MessageId>{path});
+  CHECK(ids(cs.search(query("v1.2*"))) == std::vector<MessageId>{version});
+  CHECK(ids(cs.search(query("v1.2.3*"))) == std::vector<MessageId>{version});
+  CHECK(ids(cs.search(query("api.exam*"))) == std::vector<MessageId>{host});
+  CHECK(ids(cs.search(query("well-kn*"))) == std::vector<MessageId>{hyphen});
+  CHECK(ids(cs.search(query("well-known*"))) == std::vector<MessageId>{hyphen});
+  CHECK(ids(cs.search(query("2.71*"))).empty());
+  CHECK(ids(cs.search(query("alice@example*"))).empty());
+  // The documented difference: PostgreSQL indexes an address, a number, a
+  // path or a version as one word, so a part from its middle finds nothing
+  // there; SQLite indexes its parts.
+  const bool sqlite = db.backend() == "sqlite";
+  CHECK(found(cs, "example.c*", mail) == sqlite);
+  CHECK(found(cs, "local/bi*", path) == sqlite);
+  CHECK(found(cs, "14159*", pi) == sqlite);
+}
+
 // ============================= context windows =============================
 
 TEST_CASE_TEMPLATE("context window: the newest messages that fit, oldest first", B,
