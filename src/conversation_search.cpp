@@ -353,25 +353,36 @@ Page<SearchHit> ConversationStore::search(const SearchQuery& q) {
       Stmt(c, build).in(pt.texts).in(pt.prefixes).in(pt.lexemes).out(tsquery).one();
       if (!tsquery || tsquery->empty()) return;
       // Plans made for this query's words (a generic plan knows nothing of
-      // them and would scan every message); until the transaction ends.
-      static const Sql custom{"SET LOCAL plan_cache_mode = force_custom_plan"};
-      c.execute(custom);
-      Stmt s(c, sql);
-      s.in(*tsquery).in(opts).in(*tsquery).in(*tsquery);
-      bind_filters(s, q);
-      bind_after(s);
-      s.in(q.limit + 1);
-      SearchHit hit;
-      long long score = 0;
-      std::string headline;
-      detail::read_row(s, hit.message);
-      s.out(score).out(headline);
-      while (s.next()) {
-        hit.rank = static_cast<double>(score) / kRankScale;
-        hit.snippet = pg_snippet(headline, hit.message.content, q);
-        page.items.push_back(hit);
-        scores.push_back(score);
+      // them and would scan every message), for the search statement only:
+      // the setting is put back after it, so that the rest of a caller's
+      // transaction plans as before. (When the statement fails the
+      // transaction is aborted, or rolled back to a savepoint, which undoes
+      // the setting too.)
+      static const Sql current{"SELECT current_setting('plan_cache_mode')"};
+      static const Sql set{"SELECT set_config('plan_cache_mode', :v, true)"};
+      std::string before;
+      std::string ignored;
+      Stmt(c, current).out(before).one();
+      Stmt(c, set).in("force_custom_plan").out(ignored).one();
+      {
+        Stmt s(c, sql);
+        s.in(*tsquery).in(opts).in(*tsquery).in(*tsquery);
+        bind_filters(s, q);
+        bind_after(s);
+        s.in(q.limit + 1);
+        SearchHit hit;
+        long long score = 0;
+        std::string headline;
+        detail::read_row(s, hit.message);
+        s.out(score).out(headline);
+        while (s.next()) {
+          hit.rank = static_cast<double>(score) / kRankScale;
+          hit.snippet = pg_snippet(headline, hit.message.content, q);
+          page.items.push_back(hit);
+          scores.push_back(score);
+        }
       }
+      Stmt(c, set).in(before).out(ignored).one();
     } else {
       std::string query = fts5_query(terms);
       std::vector<std::pair<long long, long long>> ids;

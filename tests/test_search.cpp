@@ -490,6 +490,40 @@ TEST_CASE_TEMPLATE("search: prefixes of numbers, addresses, paths and versions",
   CHECK(found(cs, "14159*", pi) == sqlite);
 }
 
+TEST_CASE_TEMPLATE("search: in a caller's transaction, leaves its settings as they were", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = start(cs, std::nullopt, "web");
+  cs.append(conv.id, msg("committed lantern"));
+  const bool pg = db.backend() == "postgresql";
+  if (pg) {
+    // Every message written records the connection's plan_cache_mode then.
+    testing::raw_exec(db, "CREATE TABLE plan_log (id serial PRIMARY KEY, mode text)");
+    testing::raw_exec(db,
+                      "CREATE FUNCTION log_plan() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                      "INSERT INTO plan_log (mode) VALUES (current_setting('plan_cache_mode')); "
+                      "RETURN NULL; END $$");
+    testing::raw_exec(db,
+                      "CREATE TRIGGER log_plan AFTER INSERT ON messages FOR EACH ROW EXECUTE "
+                      "FUNCTION log_plan()");
+  }
+  std::size_t hits = 0;
+  store.transaction([&] {
+    cs.append(conv.id, msg("uncommitted lantern"));
+    hits = cs.search(query("lantern")).items.size();
+    cs.append(conv.id, msg("after the search"));
+  });
+  CHECK(hits == 2);  // the transaction's own write is seen
+  if (pg) {
+    CHECK(testing::raw_exec(db, "SELECT count(*) FROM plan_log") == "2");
+    CHECK(testing::raw_exec(db, "SELECT count(DISTINCT mode) FROM plan_log") == "1");
+    CHECK(testing::raw_exec(db, "SELECT mode FROM plan_log ORDER BY id DESC LIMIT 1") ==
+          testing::raw_exec(db, "SELECT current_setting('plan_cache_mode')"));
+  }
+}
+
 // ============================= context windows =============================
 
 TEST_CASE_TEMPLATE("context window: the newest messages that fit, oldest first", B,
