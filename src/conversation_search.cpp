@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <iterator>
+#include <limits>
 
 #include "convstore/conversation_store.hpp"
 #include "db/codec.hpp"
@@ -434,6 +436,17 @@ ContextWindow ConversationStore::context_window(ConversationId id, const Context
   if (budget.max_messages && *budget.max_messages == 0) {
     throw Error(ErrorCode::invalid_argument, "max_messages is 0");
   }
+  // Totals saturate (and then are over any budget): a caller's estimate
+  // may be as large as it likes.
+  constexpr std::int64_t kMaxTokens = std::numeric_limits<std::int64_t>::max();
+  bool saturated = false;
+  auto add = [&saturated](std::int64_t a, std::int64_t b) {
+    if (b > kMaxTokens - a) {
+      saturated = true;
+      return kMaxTokens;
+    }
+    return a + b;
+  };
   // A message's tokens, and whether they were estimated.
   auto cost = [&](const Message& m) -> std::pair<std::int64_t, bool> {
     if (m.token_count) return {*m.token_count, false};
@@ -462,7 +475,7 @@ ContextWindow ConversationStore::context_window(ConversationId id, const Context
       kept = fetch_all<Message>(s);
       for (const auto& m : kept) {
         auto [k, estimated] = cost(m);
-        w.total_tokens += k;
+        w.total_tokens = add(w.total_tokens, k);
         if (estimated) ++w.estimated;
       }
     }
@@ -483,21 +496,26 @@ ContextWindow ConversationStore::context_window(ConversationId id, const Context
         }
         auto [k, estimated] = cost(m);
         // The newest message is always taken; an older one only if it fits.
-        if (!recent.empty() && w.total_tokens + k > budget.max_tokens) {
+        if (!recent.empty() && k > budget.max_tokens - w.total_tokens) {
           w.truncated = true;
           done = true;
           break;
         }
-        w.total_tokens += k;
+        w.total_tokens = add(w.total_tokens, k);
         if (estimated) ++w.estimated;
         recent.push_back(std::move(m));
       }
       if (rows.size() < kPage) done = true;
     }
-    w.over_budget = w.total_tokens > budget.max_tokens;
-    w.messages = std::move(kept);
-    w.messages.insert(w.messages.end(), std::make_move_iterator(recent.rbegin()),
-                      std::make_move_iterator(recent.rend()));
+    w.over_budget = saturated || w.total_tokens > budget.max_tokens;
+    // The kept system messages and the window, merged in id order (both are
+    // in it already): chronological, a system message in its place.
+    std::reverse(recent.begin(), recent.end());
+    w.messages.reserve(kept.size() + recent.size());
+    std::merge(std::make_move_iterator(kept.begin()), std::make_move_iterator(kept.end()),
+               std::make_move_iterator(recent.begin()), std::make_move_iterator(recent.end()),
+               std::back_inserter(w.messages),
+               [](const Message& a, const Message& b) { return a.id < b.id; });
     return w;
   });
 }

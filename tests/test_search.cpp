@@ -3,6 +3,7 @@
 //
 // ConversationStore::search and ConversationStore::context_window.
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -577,7 +578,8 @@ TEST_CASE_TEMPLATE("context window: the newest messages that fit, oldest first",
   CHECK(w.messages[1].id == turns[247]);
   CHECK(w.truncated);
 
-  // A system message in the middle of the conversation comes first.
+  // A system message in the middle of the conversation is kept in its place:
+  // the window is in id order.
   MessageId late_sys = cs.append(conv.id, msg("Be brief.", Role::system, 5)).id;
   MessageId last = cs.append(conv.id, msg("last", Role::user, 20)).id;
   b.max_messages.reset();
@@ -585,10 +587,21 @@ TEST_CASE_TEMPLATE("context window: the newest messages that fit, oldest first",
   w = cs.context_window(conv.id, b);
   REQUIRE(w.messages.size() == 4);
   CHECK(w.messages[0].id == sys);
-  CHECK(w.messages[1].id == late_sys);
-  CHECK(w.messages[2].id == turns[249]);
+  CHECK(w.messages[1].id == turns[249]);
+  CHECK(w.messages[2].id == late_sys);
   CHECK(w.messages[3].id == last);
   CHECK(w.total_tokens == 55);
+  // An old system message, far before the window, still comes first.
+  b.max_tokens = 100;
+  w = cs.context_window(conv.id, b);
+  REQUIRE(w.messages.size() == 6);
+  CHECK(w.messages[0].id == sys);
+  CHECK(w.messages[1].id == turns[247]);
+  CHECK(w.messages[4].id == late_sys);
+  CHECK(w.total_tokens == 95);
+  for (std::size_t i = 1; i < w.messages.size(); ++i) {
+    CHECK(w.messages[i - 1].id < w.messages[i].id);
+  }
 }
 
 TEST_CASE_TEMPLATE("context window: estimates, over budget, empty and bad input", B,
@@ -658,4 +671,34 @@ TEST_CASE_TEMPLATE("context window: estimates, over budget, empty and bad input"
   CHECK_ERROR_CODE(cs.context_window(conv.id, b), ErrorCode::invalid_argument);
   b.max_messages.reset();
   CHECK_ERROR_CODE(cs.context_window(conv.id + 1000, b), ErrorCode::not_found);
+}
+
+TEST_CASE_TEMPLATE("context window: a huge estimate saturates the total", B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = start(cs, std::nullopt, "web");
+  MessageId sys = cs.append(conv.id, msg("You are helpful.", Role::system)).id;
+  cs.append(conv.id, msg("older"));
+  MessageId newest = cs.append(conv.id, msg("newest")).id;
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  ContextBudget b;
+  b.max_tokens = 1000;
+  b.estimate = [](const Message&) -> std::int64_t { return kMax; };
+  auto w = cs.context_window(conv.id, b);
+  REQUIRE(w.messages.size() == 2);
+  CHECK(w.messages[0].id == sys);
+  CHECK(w.messages[1].id == newest);
+  CHECK(w.total_tokens == kMax);
+  CHECK(w.over_budget);
+  CHECK(w.truncated);
+  b.keep_system = false;
+  b.max_tokens = kMax;
+  b.estimate = [](const Message&) -> std::int64_t { return kMax / 2 + 1; };
+  w = cs.context_window(conv.id, b);
+  REQUIRE(w.messages.size() == 1);  // two would be over any budget
+  CHECK(w.messages[0].id == newest);
+  CHECK(w.total_tokens == kMax / 2 + 1);
+  CHECK_FALSE(w.over_budget);
+  CHECK(w.truncated);
 }
