@@ -222,9 +222,55 @@ std::pair<long long, long long> parse_search_cursor(const std::string& cursor) {
 
 // PostgreSQL's headline marks matches with these (private-use characters),
 // replaced by the caller's markers afterwards: ts_headline options cannot
-// carry every string.
+// carry every string. A content that holds one of them gets a headline
+// with two private-use characters that it does not hold (marks_absent_from).
 constexpr std::string_view kOpenMark = "\xEE\x80\x80";   // U+E000
 constexpr std::string_view kCloseMark = "\xEE\x80\x81";  // U+E001
+
+struct Marks {
+  std::string open;
+  std::string close;
+};
+
+std::string utf8(char32_t cp) {
+  std::string out;
+  if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return out;
+}
+
+// Two private-use characters (U+E000 .. U+F8FF, then planes 15 and 16) that
+// `content` does not hold: marks that cannot be mistaken for its text. Only
+// a content holding nearly all of the 137,000 candidates has no two free; it
+// keeps the usual placeholders (its own may then be taken for marks).
+Marks marks_absent_from(const std::string& content) {
+  std::vector<std::string> found;
+  auto try_range = [&](char32_t first, char32_t last) {
+    for (char32_t cp = first; cp <= last && found.size() < 2; ++cp) {
+      std::string s = utf8(cp);
+      if (content.find(s) == std::string::npos) found.push_back(std::move(s));
+    }
+  };
+  try_range(0xE000, 0xF8FF);
+  try_range(0xF0000, 0xFFFFD);
+  try_range(0x100000, 0x10FFFD);
+  if (found.size() < 2) return {std::string(kOpenMark), std::string(kCloseMark)};
+  return {found[0], found[1]};
+}
+
+std::string headline_options(const Marks& m, const SearchQuery& q) {
+  return fmt::format("StartSel=\"{}\", StopSel=\"{}\", MaxWords={}, MinWords={}, ShortWord=0",
+                     m.open, m.close, q.snippet_words,
+                     std::max<std::size_t>(1, q.snippet_words / 2));
+}
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
   std::size_t pos = 0;
@@ -236,12 +282,13 @@ void replace_all(std::string& s, std::string_view from, std::string_view to) {
 
 // A headline from ts_headline with the caller's markers, and the ellipsis
 // where it does not reach the start or the end of the content.
-std::string pg_snippet(std::string headline, const std::string& content, const SearchQuery& q) {
+std::string pg_snippet(std::string headline, const std::string& content, const SearchQuery& q,
+                       const Marks& marks) {
   std::string plain = headline;
-  replace_all(plain, kOpenMark, "");
-  replace_all(plain, kCloseMark, "");
-  replace_all(headline, kOpenMark, q.highlight_open);
-  replace_all(headline, kCloseMark, q.highlight_close);
+  replace_all(plain, marks.open, "");
+  replace_all(plain, marks.close, "");
+  replace_all(headline, marks.open, q.highlight_open);
+  replace_all(headline, marks.close, q.highlight_close);
   auto pos = content.find(plain);
   if (pos != std::string::npos && !plain.empty()) {
     if (pos > 0) headline = q.snippet_ellipsis + headline;
@@ -345,9 +392,8 @@ Page<SearchHit> ConversationStore::search(const SearchQuery& q) {
   impl_->snapshot(Op{"search messages"}, [&](Connection& c) {
     if (pg) {
       auto pt = pg_terms(terms);
-      std::string opts = fmt::format(
-          "StartSel=\"{}\", StopSel=\"{}\", MaxWords={}, MinWords={}, ShortWord=0", kOpenMark,
-          kCloseMark, q.snippet_words, std::max<std::size_t>(1, q.snippet_words / 2));
+      std::string opts =
+          headline_options(Marks{std::string(kOpenMark), std::string(kCloseMark)}, q);
       // The tsquery, built by PostgreSQL's own parser; empty when no term
       // holds a lexeme it indexes (then nothing matches).
       static const Sql build{"SELECT CAST(" CS_PG_TSQUERY " AS text)"};
@@ -366,6 +412,7 @@ Page<SearchHit> ConversationStore::search(const SearchQuery& q) {
       std::string ignored;
       Stmt(c, current).out(before).one();
       Stmt(c, set).in("force_custom_plan").out(ignored).one();
+      std::vector<std::string> headlines;
       {
         Stmt s(c, sql);
         s.in(*tsquery).in(opts).in(*tsquery).in(*tsquery);
@@ -379,12 +426,29 @@ Page<SearchHit> ConversationStore::search(const SearchQuery& q) {
         s.out(score).out(headline);
         while (s.next()) {
           hit.rank = static_cast<double>(score) / kRankScale;
-          hit.snippet = pg_snippet(headline, hit.message.content, q);
           page.items.push_back(hit);
+          headlines.push_back(headline);
           scores.push_back(score);
         }
       }
       Stmt(c, set).in(before).out(ignored).one();
+      // Snippets. A content holding the placeholder characters gets a
+      // headline of its own, with placeholders it does not hold.
+      static const Sql again{
+          "SELECT ts_headline('simple', content, CAST(:q AS tsquery), :opts) FROM messages "
+          "WHERE id = :id"};
+      for (std::size_t i = 0; i < page.items.size(); ++i) {
+        auto& hit = page.items[i];
+        Marks marks{std::string(kOpenMark), std::string(kCloseMark)};
+        if (hit.message.content.find(kOpenMark) != std::string::npos ||
+            hit.message.content.find(kCloseMark) != std::string::npos) {
+          marks = marks_absent_from(hit.message.content);
+          Stmt h(c, again);
+          h.in(*tsquery).in(headline_options(marks, q)).in(hit.message.id).out(headlines[i]);
+          h.one();
+        }
+        hit.snippet = pg_snippet(headlines[i], hit.message.content, q, marks);
+      }
     } else {
       std::string query = fts5_query(terms);
       std::vector<std::pair<long long, long long>> ids;

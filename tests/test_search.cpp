@@ -525,6 +525,23 @@ TEST_CASE_TEMPLATE("search: in a caller's transaction, leaves its settings as th
   }
 }
 
+TEST_CASE_TEMPLATE("search: private-use characters in the content stay as they are", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = start(cs, std::nullopt, "web");
+  const std::string open = "\xEE\x80\x80";   // U+E000
+  const std::string close = "\xEE\x80\x81";  // U+E001
+  const std::string content =
+      "keep " + open + "this" + close + " and " + close + open + " the needle";
+  cs.append(conv.id, msg(content));
+  auto page = cs.search(query("needle"));
+  REQUIRE(page.items.size() == 1);
+  const std::string& s = page.items[0].snippet;
+  CHECK_MESSAGE(s == "keep " + open + "this" + close + " and " + close + open + " the [needle]", s);
+}
+
 // ============================= context windows =============================
 
 TEST_CASE_TEMPLATE("context window: the newest messages that fit, oldest first", B,
