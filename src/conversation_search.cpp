@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <iterator>
+#include <limits>
 
 #include "convstore/conversation_store.hpp"
 #include "db/codec.hpp"
@@ -135,35 +137,59 @@ std::string pg_text_array(const std::vector<std::string>& items) {
   return out;
 }
 
-// PostgreSQL: the terms as two arrays for the query of kPgQuery: a phrase
-// term is its raw text for phraseto_tsquery (PostgreSQL's parser splits it
-// as it split the content: an address or a decimal number stays one
-// lexeme); a prefix term is a tsquery of its quoted words, the last with :*.
-std::pair<std::string, std::string> pg_terms(const std::vector<Term>& terms) {
+// The terms of a search for the query of CS_PG_TSQUERY, as three arrays.
+struct PgTerms {
+  std::string texts;     // each term's text, without a prefix's '*'
+  std::string prefixes;  // whether it is a prefix
+  std::string lexemes;   // a prefix's text as one tsquery lexeme with :*, or ""
+};
+
+// PostgreSQL: every term's text goes through PostgreSQL's own parser
+// (phraseto_tsquery), which splits it as it split the content: an address,
+// a path, a version or a decimal number stays one lexeme. For a prefix
+// term, the last lexeme of that phrase is a prefix, OR the whole text as
+// one lexeme prefix: "bob@example*" is the start of the lexeme
+// 'bob@example.com' although the parser splits "bob@example" in two, and
+// "well-kn*" is the start of 'well-known'.
+PgTerms pg_terms(const std::vector<Term>& terms) {
   std::vector<std::string> texts;
+  std::vector<std::string> lexemes;
   std::string prefixes = "{";
   for (const auto& t : terms) {
+    std::string text = t.raw;
+    std::string lexeme;
     if (t.prefix) {
-      std::string q;
-      for (std::size_t i = 0; i < t.words.size(); ++i) {
-        if (i > 0) q += " <-> ";
-        q += "'" + t.words[i] + "'";
+      while (!text.empty() && text.back() == '*') text.pop_back();
+      // A tsquery lexeme holds at most 2 KB; the content's longer words are
+      // not indexed either.
+      if (!text.empty() && text.size() <= 1000) {
+        lexeme = "'";
+        for (char ch : text) {
+          if (ch == '\\') lexeme += '\\';
+          if (ch == '\'') lexeme += '\'';
+          lexeme += ch;
+        }
+        lexeme += "':*";
       }
-      texts.push_back(q + ":*");
-    } else {
-      texts.push_back(t.raw);
     }
+    texts.push_back(std::move(text));
+    lexemes.push_back(std::move(lexeme));
     if (prefixes.size() > 1) prefixes += ',';
     prefixes += t.prefix ? "t" : "f";
   }
-  return {pg_text_array(texts), prefixes + "}"};
+  return {pg_text_array(texts), prefixes + "}", pg_text_array(lexemes)};
 }
 
-// The tsquery of a search: every term's query ANDed.
-#define CS_PG_TSQUERY                                                                            \
-  "(SELECT convstore_tsquery_and(CASE WHEN x.p THEN to_tsquery('simple', x.t) ELSE "             \
-  "phraseto_tsquery('simple', x.t) END) FROM unnest(CAST(:t AS text[]), CAST(:p AS boolean[])) " \
-  "AS x(t, p))"
+// The tsquery of a search: every term's query ANDed. y.q is the term's
+// phrase; a prefix term marks its last lexeme a prefix (the text form of a
+// phrase ends with that lexeme) and ORs the term as one lexeme, lower-cased
+// as the 'simple' dictionary does.
+#define CS_PG_TSQUERY                                                                       \
+  "(SELECT convstore_tsquery_and(CASE WHEN NOT x.p THEN y.q ELSE COALESCE(y.pq || "         \
+  "CAST(lower(NULLIF(x.l, '')) AS tsquery), y.pq) END) FROM unnest(CAST(:t AS text[]), "    \
+  "CAST(:p AS boolean[]), CAST(:l AS text[])) AS x(t, p, l) CROSS JOIN LATERAL (SELECT q, " \
+  "CASE WHEN numnode(q) = 0 THEN q ELSE CAST(CAST(q AS text) || ':*' AS tsquery) END AS "   \
+  "pq FROM (SELECT phraseto_tsquery('simple', x.t) AS q) z) y)"
 
 // Ranks are compared and carried in cursors as integers (rank * 1e12), so
 // that a page boundary is exact on both backends.
@@ -196,9 +222,55 @@ std::pair<long long, long long> parse_search_cursor(const std::string& cursor) {
 
 // PostgreSQL's headline marks matches with these (private-use characters),
 // replaced by the caller's markers afterwards: ts_headline options cannot
-// carry every string.
+// carry every string. A content that holds one of them gets a headline
+// with two private-use characters that it does not hold (marks_absent_from).
 constexpr std::string_view kOpenMark = "\xEE\x80\x80";   // U+E000
 constexpr std::string_view kCloseMark = "\xEE\x80\x81";  // U+E001
+
+struct Marks {
+  std::string open;
+  std::string close;
+};
+
+std::string utf8(char32_t cp) {
+  std::string out;
+  if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+  return out;
+}
+
+// Two private-use characters (U+E000 .. U+F8FF, then planes 15 and 16) that
+// `content` does not hold: marks that cannot be mistaken for its text. Only
+// a content holding nearly all of the 137,000 candidates has no two free; it
+// keeps the usual placeholders (its own may then be taken for marks).
+Marks marks_absent_from(const std::string& content) {
+  std::vector<std::string> found;
+  auto try_range = [&](char32_t first, char32_t last) {
+    for (char32_t cp = first; cp <= last && found.size() < 2; ++cp) {
+      std::string s = utf8(cp);
+      if (content.find(s) == std::string::npos) found.push_back(std::move(s));
+    }
+  };
+  try_range(0xE000, 0xF8FF);
+  try_range(0xF0000, 0xFFFFD);
+  try_range(0x100000, 0x10FFFD);
+  if (found.size() < 2) return {std::string(kOpenMark), std::string(kCloseMark)};
+  return {found[0], found[1]};
+}
+
+std::string headline_options(const Marks& m, const SearchQuery& q) {
+  return fmt::format("StartSel=\"{}\", StopSel=\"{}\", MaxWords={}, MinWords={}, ShortWord=0",
+                     m.open, m.close, q.snippet_words,
+                     std::max<std::size_t>(1, q.snippet_words / 2));
+}
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
   std::size_t pos = 0;
@@ -210,12 +282,13 @@ void replace_all(std::string& s, std::string_view from, std::string_view to) {
 
 // A headline from ts_headline with the caller's markers, and the ellipsis
 // where it does not reach the start or the end of the content.
-std::string pg_snippet(std::string headline, const std::string& content, const SearchQuery& q) {
+std::string pg_snippet(std::string headline, const std::string& content, const SearchQuery& q,
+                       const Marks& marks) {
   std::string plain = headline;
-  replace_all(plain, kOpenMark, "");
-  replace_all(plain, kCloseMark, "");
-  replace_all(headline, kOpenMark, q.highlight_open);
-  replace_all(headline, kCloseMark, q.highlight_close);
+  replace_all(plain, marks.open, "");
+  replace_all(plain, marks.close, "");
+  replace_all(headline, marks.open, q.highlight_open);
+  replace_all(headline, marks.close, q.highlight_close);
   auto pos = content.find(plain);
   if (pos != std::string::npos && !plain.empty()) {
     if (pos > 0) headline = q.snippet_ellipsis + headline;
@@ -301,8 +374,8 @@ Page<SearchHit> ConversationStore::search(const SearchQuery& q) {
     sql += "ORDER BY h.score DESC, h.hid";
   } else {
     sql =
-        "SELECT h.id, h.score FROM (SELECT rowid AS id, CAST(round(-bm25(messages_fts) * 1e12) "
-        "AS INTEGER) AS score FROM messages_fts WHERE messages_fts MATCH :q) h";
+        "SELECT h.id, h.score FROM (SELECT rowid AS id, CAST(round(convstore_rank(messages_fts) * "
+        "1e12) AS INTEGER) AS score FROM messages_fts WHERE messages_fts MATCH :q) h";
     if (q.conversation_id || q.role || q.from || q.to || join_conv) {
       sql += " JOIN messages m ON m.id = h.id";
     }
@@ -318,35 +391,63 @@ Page<SearchHit> ConversationStore::search(const SearchQuery& q) {
   Page<SearchHit> page;
   impl_->snapshot(Op{"search messages"}, [&](Connection& c) {
     if (pg) {
-      auto [texts, prefixes] = pg_terms(terms);
-      std::string opts = fmt::format(
-          "StartSel=\"{}\", StopSel=\"{}\", MaxWords={}, MinWords={}, ShortWord=0", kOpenMark,
-          kCloseMark, q.snippet_words, std::max<std::size_t>(1, q.snippet_words / 2));
+      auto pt = pg_terms(terms);
+      std::string opts =
+          headline_options(Marks{std::string(kOpenMark), std::string(kCloseMark)}, q);
       // The tsquery, built by PostgreSQL's own parser; empty when no term
       // holds a lexeme it indexes (then nothing matches).
       static const Sql build{"SELECT CAST(" CS_PG_TSQUERY " AS text)"};
       std::optional<std::string> tsquery;
-      Stmt(c, build).in(texts).in(prefixes).out(tsquery).one();
+      Stmt(c, build).in(pt.texts).in(pt.prefixes).in(pt.lexemes).out(tsquery).one();
       if (!tsquery || tsquery->empty()) return;
       // Plans made for this query's words (a generic plan knows nothing of
-      // them and would scan every message); until the transaction ends.
-      static const Sql custom{"SET LOCAL plan_cache_mode = force_custom_plan"};
-      c.execute(custom);
-      Stmt s(c, sql);
-      s.in(*tsquery).in(opts).in(*tsquery).in(*tsquery);
-      bind_filters(s, q);
-      bind_after(s);
-      s.in(q.limit + 1);
-      SearchHit hit;
-      long long score = 0;
-      std::string headline;
-      detail::read_row(s, hit.message);
-      s.out(score).out(headline);
-      while (s.next()) {
-        hit.rank = static_cast<double>(score) / kRankScale;
-        hit.snippet = pg_snippet(headline, hit.message.content, q);
-        page.items.push_back(hit);
-        scores.push_back(score);
+      // them and would scan every message), for the search statement only:
+      // the setting is put back after it, so that the rest of a caller's
+      // transaction plans as before. (When the statement fails the
+      // transaction is aborted, or rolled back to a savepoint, which undoes
+      // the setting too.)
+      static const Sql current{"SELECT current_setting('plan_cache_mode')"};
+      static const Sql set{"SELECT set_config('plan_cache_mode', :v, true)"};
+      std::string before;
+      std::string ignored;
+      Stmt(c, current).out(before).one();
+      Stmt(c, set).in("force_custom_plan").out(ignored).one();
+      std::vector<std::string> headlines;
+      {
+        Stmt s(c, sql);
+        s.in(*tsquery).in(opts).in(*tsquery).in(*tsquery);
+        bind_filters(s, q);
+        bind_after(s);
+        s.in(q.limit + 1);
+        SearchHit hit;
+        long long score = 0;
+        std::string headline;
+        detail::read_row(s, hit.message);
+        s.out(score).out(headline);
+        while (s.next()) {
+          hit.rank = static_cast<double>(score) / kRankScale;
+          page.items.push_back(hit);
+          headlines.push_back(headline);
+          scores.push_back(score);
+        }
+      }
+      Stmt(c, set).in(before).out(ignored).one();
+      // Snippets. A content holding the placeholder characters gets a
+      // headline of its own, with placeholders it does not hold.
+      static const Sql again{
+          "SELECT ts_headline('simple', content, CAST(:q AS tsquery), :opts) FROM messages "
+          "WHERE id = :id"};
+      for (std::size_t i = 0; i < page.items.size(); ++i) {
+        auto& hit = page.items[i];
+        Marks marks{std::string(kOpenMark), std::string(kCloseMark)};
+        if (hit.message.content.find(kOpenMark) != std::string::npos ||
+            hit.message.content.find(kCloseMark) != std::string::npos) {
+          marks = marks_absent_from(hit.message.content);
+          Stmt h(c, again);
+          h.in(*tsquery).in(headline_options(marks, q)).in(hit.message.id).out(headlines[i]);
+          h.one();
+        }
+        hit.snippet = pg_snippet(headlines[i], hit.message.content, q, marks);
       }
     } else {
       std::string query = fts5_query(terms);
@@ -399,6 +500,17 @@ ContextWindow ConversationStore::context_window(ConversationId id, const Context
   if (budget.max_messages && *budget.max_messages == 0) {
     throw Error(ErrorCode::invalid_argument, "max_messages is 0");
   }
+  // Totals saturate (and then are over any budget): a caller's estimate
+  // may be as large as it likes.
+  constexpr std::int64_t kMaxTokens = std::numeric_limits<std::int64_t>::max();
+  bool saturated = false;
+  auto add = [&saturated](std::int64_t a, std::int64_t b) {
+    if (b > kMaxTokens - a) {
+      saturated = true;
+      return kMaxTokens;
+    }
+    return a + b;
+  };
   // A message's tokens, and whether they were estimated.
   auto cost = [&](const Message& m) -> std::pair<std::int64_t, bool> {
     if (m.token_count) return {*m.token_count, false};
@@ -427,7 +539,7 @@ ContextWindow ConversationStore::context_window(ConversationId id, const Context
       kept = fetch_all<Message>(s);
       for (const auto& m : kept) {
         auto [k, estimated] = cost(m);
-        w.total_tokens += k;
+        w.total_tokens = add(w.total_tokens, k);
         if (estimated) ++w.estimated;
       }
     }
@@ -448,21 +560,26 @@ ContextWindow ConversationStore::context_window(ConversationId id, const Context
         }
         auto [k, estimated] = cost(m);
         // The newest message is always taken; an older one only if it fits.
-        if (!recent.empty() && w.total_tokens + k > budget.max_tokens) {
+        if (!recent.empty() && k > budget.max_tokens - w.total_tokens) {
           w.truncated = true;
           done = true;
           break;
         }
-        w.total_tokens += k;
+        w.total_tokens = add(w.total_tokens, k);
         if (estimated) ++w.estimated;
         recent.push_back(std::move(m));
       }
       if (rows.size() < kPage) done = true;
     }
-    w.over_budget = w.total_tokens > budget.max_tokens;
-    w.messages = std::move(kept);
-    w.messages.insert(w.messages.end(), std::make_move_iterator(recent.rbegin()),
-                      std::make_move_iterator(recent.rend()));
+    w.over_budget = saturated || w.total_tokens > budget.max_tokens;
+    // The kept system messages and the window, merged in id order (both are
+    // in it already): chronological, a system message in its place.
+    std::reverse(recent.begin(), recent.end());
+    w.messages.reserve(kept.size() + recent.size());
+    std::merge(std::make_move_iterator(kept.begin()), std::make_move_iterator(kept.end()),
+               std::make_move_iterator(recent.begin()), std::make_move_iterator(recent.end()),
+               std::back_inserter(w.messages),
+               [](const Message& a, const Message& b) { return a.id < b.id; });
     return w;
   });
 }

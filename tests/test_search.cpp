@@ -3,6 +3,8 @@
 //
 // ConversationStore::search and ConversationStore::context_window.
 #include <algorithm>
+#include <limits>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -404,6 +406,142 @@ TEST_CASE_TEMPLATE("search: the migration indexes the messages stored before it"
   CHECK(store.conversations().search(query("index")).items.empty());
 }
 
+TEST_CASE_TEMPLATE("search: writes between pages shift no other hit", B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = start(cs, std::nullopt, "web");
+  auto other = start(cs, std::nullopt, "web");
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 10; ++i) batch.push_back(msg("parcel delivered"));  // equal ranks
+  for (int i = 0; i < 6; ++i) {
+    std::string content = "parcel";
+    for (int k = 0; k <= i % 3; ++k) content += " parcel";
+    batch.push_back(msg(content + " lost in transit " + std::to_string(i)));
+  }
+  for (int i = 0; i < 5; ++i) batch.push_back(msg("something else entirely"));
+  std::map<MessageId, int> seen;  // every pre-existing hit, and how often it was seen
+  for (const auto& m : cs.append_batch(conv.id, batch)) {
+    if (m.content.find("parcel") != std::string::npos) seen[m.id] = 0;
+  }
+  const std::size_t hits = seen.size();
+  SearchQuery q = query("parcel");
+  q.limit = 4;
+  int pages = 0;
+  MessageId unrelated = cs.append(other.id, msg("the weather today")).id;
+  for (;;) {
+    auto page = cs.search(q);
+    ++pages;
+    for (const auto& h : page.items) {
+      auto it = seen.find(h.message.id);
+      if (it != seen.end()) ++it->second;
+    }
+    if (page.next_cursor.empty()) break;
+    q.cursor = page.next_cursor;
+    REQUIRE(pages < 20);
+    // Writes between the pages: unrelated messages added, changed and
+    // removed, and a new hit (which may or may not be seen).
+    cs.append(other.id, msg("an unrelated message " + std::to_string(pages)));
+    cs.append(other.id, msg(std::string(200, 'x') + " long unrelated words"));
+    MessageUpdate up;
+    up.content = "rewritten weather " + std::to_string(pages);
+    cs.update_message(unrelated, up);
+    cs.append(other.id, msg("a new parcel arrived"));
+  }
+  CHECK(seen.size() == hits);
+  for (const auto& [id, count] : seen) {
+    CAPTURE(id);
+    CHECK(count == 1);
+  }
+}
+
+TEST_CASE_TEMPLATE("search: prefixes of numbers, addresses, paths and versions", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = start(cs, std::nullopt, "web");
+  MessageId pi = cs.append(conv.id, msg("pi is about 3.14159 here")).id;
+  MessageId mail = cs.append(conv.id, msg("write to Bob@Example.com today")).id;
+  MessageId path = cs.append(conv.id, msg("it is in /usr/local/bin/tool now")).id;
+  MessageId version = cs.append(conv.id, msg("release v1.2.3 shipped")).id;
+  MessageId host = cs.append(conv.id, msg("served by api.example.org again")).id;
+  MessageId hyphen = cs.append(conv.id, msg("a well-known fact")).id;
+  // The same on both backends: a prefix of the whole number, address, path
+  // or version, from its start.
+  CHECK(ids(cs.search(query("3.14*"))) == std::vector<MessageId>{pi});
+  CHECK(ids(cs.search(query("3.1415*"))) == std::vector<MessageId>{pi});
+  CHECK(ids(cs.search(query("bob@example*"))) == std::vector<MessageId>{mail});
+  CHECK(ids(cs.search(query("BOB@EXAMPLE.c*"))) == std::vector<MessageId>{mail});
+  CHECK(ids(cs.search(query("/usr/local/bi*"))) == std::vector<MessageId>{path});
+  CHECK(ids(cs.search(query("/usr/lo*"))) == std::vector<MessageId>{path});
+  CHECK(ids(cs.search(query("v1.2*"))) == std::vector<MessageId>{version});
+  CHECK(ids(cs.search(query("v1.2.3*"))) == std::vector<MessageId>{version});
+  CHECK(ids(cs.search(query("api.exam*"))) == std::vector<MessageId>{host});
+  CHECK(ids(cs.search(query("well-kn*"))) == std::vector<MessageId>{hyphen});
+  CHECK(ids(cs.search(query("well-known*"))) == std::vector<MessageId>{hyphen});
+  CHECK(ids(cs.search(query("2.71*"))).empty());
+  CHECK(ids(cs.search(query("alice@example*"))).empty());
+  // The documented difference: PostgreSQL indexes an address, a number, a
+  // path or a version as one word, so a part from its middle finds nothing
+  // there; SQLite indexes its parts.
+  const bool sqlite = db.backend() == "sqlite";
+  CHECK(found(cs, "example.c*", mail) == sqlite);
+  CHECK(found(cs, "local/bi*", path) == sqlite);
+  CHECK(found(cs, "14159*", pi) == sqlite);
+}
+
+TEST_CASE_TEMPLATE("search: in a caller's transaction, leaves its settings as they were", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = start(cs, std::nullopt, "web");
+  cs.append(conv.id, msg("committed lantern"));
+  const bool pg = db.backend() == "postgresql";
+  if (pg) {
+    // Every message written records the connection's plan_cache_mode then.
+    testing::raw_exec(db, "CREATE TABLE plan_log (id serial PRIMARY KEY, mode text)");
+    testing::raw_exec(db,
+                      "CREATE FUNCTION log_plan() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                      "INSERT INTO plan_log (mode) VALUES (current_setting('plan_cache_mode')); "
+                      "RETURN NULL; END $$");
+    testing::raw_exec(db,
+                      "CREATE TRIGGER log_plan AFTER INSERT ON messages FOR EACH ROW EXECUTE "
+                      "FUNCTION log_plan()");
+  }
+  std::size_t hits = 0;
+  store.transaction([&] {
+    cs.append(conv.id, msg("uncommitted lantern"));
+    hits = cs.search(query("lantern")).items.size();
+    cs.append(conv.id, msg("after the search"));
+  });
+  CHECK(hits == 2);  // the transaction's own write is seen
+  if (pg) {
+    CHECK(testing::raw_exec(db, "SELECT count(*) FROM plan_log") == "2");
+    CHECK(testing::raw_exec(db, "SELECT count(DISTINCT mode) FROM plan_log") == "1");
+    CHECK(testing::raw_exec(db, "SELECT mode FROM plan_log ORDER BY id DESC LIMIT 1") ==
+          testing::raw_exec(db, "SELECT current_setting('plan_cache_mode')"));
+  }
+}
+
+TEST_CASE_TEMPLATE("search: private-use characters in the content stay as they are", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = start(cs, std::nullopt, "web");
+  const std::string open = "\xEE\x80\x80";   // U+E000
+  const std::string close = "\xEE\x80\x81";  // U+E001
+  const std::string content =
+      "keep " + open + "this" + close + " and " + close + open + " the needle";
+  cs.append(conv.id, msg(content));
+  auto page = cs.search(query("needle"));
+  REQUIRE(page.items.size() == 1);
+  const std::string& s = page.items[0].snippet;
+  CHECK_MESSAGE(s == "keep " + open + "this" + close + " and " + close + open + " the [needle]", s);
+}
+
 // ============================= context windows =============================
 
 TEST_CASE_TEMPLATE("context window: the newest messages that fit, oldest first", B,
@@ -457,7 +595,8 @@ TEST_CASE_TEMPLATE("context window: the newest messages that fit, oldest first",
   CHECK(w.messages[1].id == turns[247]);
   CHECK(w.truncated);
 
-  // A system message in the middle of the conversation comes first.
+  // A system message in the middle of the conversation is kept in its place:
+  // the window is in id order.
   MessageId late_sys = cs.append(conv.id, msg("Be brief.", Role::system, 5)).id;
   MessageId last = cs.append(conv.id, msg("last", Role::user, 20)).id;
   b.max_messages.reset();
@@ -465,10 +604,21 @@ TEST_CASE_TEMPLATE("context window: the newest messages that fit, oldest first",
   w = cs.context_window(conv.id, b);
   REQUIRE(w.messages.size() == 4);
   CHECK(w.messages[0].id == sys);
-  CHECK(w.messages[1].id == late_sys);
-  CHECK(w.messages[2].id == turns[249]);
+  CHECK(w.messages[1].id == turns[249]);
+  CHECK(w.messages[2].id == late_sys);
   CHECK(w.messages[3].id == last);
   CHECK(w.total_tokens == 55);
+  // An old system message, far before the window, still comes first.
+  b.max_tokens = 100;
+  w = cs.context_window(conv.id, b);
+  REQUIRE(w.messages.size() == 6);
+  CHECK(w.messages[0].id == sys);
+  CHECK(w.messages[1].id == turns[247]);
+  CHECK(w.messages[4].id == late_sys);
+  CHECK(w.total_tokens == 95);
+  for (std::size_t i = 1; i < w.messages.size(); ++i) {
+    CHECK(w.messages[i - 1].id < w.messages[i].id);
+  }
 }
 
 TEST_CASE_TEMPLATE("context window: estimates, over budget, empty and bad input", B,
@@ -538,4 +688,34 @@ TEST_CASE_TEMPLATE("context window: estimates, over budget, empty and bad input"
   CHECK_ERROR_CODE(cs.context_window(conv.id, b), ErrorCode::invalid_argument);
   b.max_messages.reset();
   CHECK_ERROR_CODE(cs.context_window(conv.id + 1000, b), ErrorCode::not_found);
+}
+
+TEST_CASE_TEMPLATE("context window: a huge estimate saturates the total", B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto& cs = store.conversations();
+  auto conv = start(cs, std::nullopt, "web");
+  MessageId sys = cs.append(conv.id, msg("You are helpful.", Role::system)).id;
+  cs.append(conv.id, msg("older"));
+  MessageId newest = cs.append(conv.id, msg("newest")).id;
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  ContextBudget b;
+  b.max_tokens = 1000;
+  b.estimate = [](const Message&) -> std::int64_t { return kMax; };
+  auto w = cs.context_window(conv.id, b);
+  REQUIRE(w.messages.size() == 2);
+  CHECK(w.messages[0].id == sys);
+  CHECK(w.messages[1].id == newest);
+  CHECK(w.total_tokens == kMax);
+  CHECK(w.over_budget);
+  CHECK(w.truncated);
+  b.keep_system = false;
+  b.max_tokens = kMax;
+  b.estimate = [](const Message&) -> std::int64_t { return kMax / 2 + 1; };
+  w = cs.context_window(conv.id, b);
+  REQUIRE(w.messages.size() == 1);  // two would be over any budget
+  CHECK(w.messages[0].id == newest);
+  CHECK(w.total_tokens == kMax / 2 + 1);
+  CHECK_FALSE(w.over_budget);
+  CHECK(w.truncated);
 }

@@ -2,6 +2,9 @@
 // SPDX-License-Identifier: MIT
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "db/dialect.hpp"
 #include "db/schema.hpp"
 // After db/soci.hpp (included by dialect.hpp), which fixes SOCI's config.
@@ -28,6 +31,44 @@ std::string quote(const std::string& v) {
   return out + "\"";
 }
 
+// convstore_rank(messages_fts): the rank of a search hit, a function of the
+// row alone (unlike bm25, whose whole-index statistics move with every
+// write, which would misalign the (rank, id) cursor of a search's pages):
+// the phrase matches in the row divided by 1 + ln(its token count), as
+// PostgreSQL's ts_rank_cd with normalization 1.
+void rank_function(const sqlite_api::Fts5ExtensionApi* api, sqlite_api::Fts5Context* fts,
+                   sqlite_api::sqlite3_context* ctx, int, sqlite_api::sqlite3_value**) {
+  int hits = 0;
+  int tokens = 0;
+  int rc = api->xInstCount(fts, &hits);
+  if (rc == SQLITE_OK) rc = api->xColumnSize(fts, -1, &tokens);
+  if (rc != SQLITE_OK) {
+    sqlite_api::sqlite3_result_error_code(ctx, rc);
+    return;
+  }
+  sqlite_api::sqlite3_result_double(
+      ctx, static_cast<double>(hits) / (1.0 + std::log(static_cast<double>(std::max(tokens, 1)))));
+}
+
+// Registers convstore_rank with the connection's FTS5 module.
+void register_rank(sqlite_api::sqlite3* db) {
+  using namespace sqlite_api;
+  fts5_api* api = nullptr;
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db, "SELECT fts5(?1)", -1, &st, nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_bind_pointer(st, 1, &api, "fts5_api_ptr", nullptr);
+  if (rc == SQLITE_OK) sqlite3_step(st);
+  sqlite3_finalize(st);
+  if (rc != SQLITE_OK || api == nullptr || api->iVersion < 2) {
+    throw Error(ErrorCode::internal, "SQLite has no FTS5 (needed by search)");
+  }
+  rc = api->xCreateFunction(api, "convstore_rank", nullptr, &rank_function, nullptr);
+  if (rc != SQLITE_OK) {
+    throw Error(ErrorCode::internal,
+                fmt::format("cannot register the search rank function ({})", sqlite3_errstr(rc)));
+  }
+}
+
 class SqliteDialect final : public Dialect {
  public:
   Backend backend() const noexcept override { return Backend::sqlite; }
@@ -50,6 +91,7 @@ class SqliteDialect final : public Dialect {
       *s << (options.durability == Durability::full ? "PRAGMA synchronous=FULL"
                                                     : "PRAGMA synchronous=NORMAL");
       *s << "PRAGMA foreign_keys=ON";
+      register_rank(handle(*s));
     } catch (const soci::soci_error& e) {
       throw translate(e, s.get(), fmt::format("setting up {}", target.display));
     }

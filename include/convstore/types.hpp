@@ -344,9 +344,10 @@ struct SearchQuery {
 // One message found by a search.
 struct SearchHit {
   Message message;  // message.conversation_id is its conversation
-  // Relevance, higher is better: SQLite's bm25 (negated), PostgreSQL's
-  // ts_rank_cd (normalized by document length); comparable within one
-  // search only, and not across backends. Rounded to 1e-12.
+  // Relevance, higher is better, a function of this message alone: the
+  // query's matches in it divided by 1 + ln(its length in words) on SQLite,
+  // PostgreSQL's ts_rank_cd (normalized by document length); comparable
+  // within one search only, and not across backends. Rounded to 1e-12.
   double rank = 0;
   std::string snippet;
 };
@@ -355,7 +356,8 @@ struct SearchHit {
 struct ContextBudget {
   std::int64_t max_tokens = 0;  // > 0
   // Keep every system message of the conversation, whatever its age: they
-  // count against the budget and come first, oldest first.
+  // count against the budget and take their place in the window's id order
+  // (an old one comes before the recent messages).
   bool keep_system = true;
   // At most this many of the recent messages (the kept system messages not
   // counted); unset: no limit but the budget.
@@ -367,8 +369,8 @@ struct ContextBudget {
 
 // The newest messages of a conversation that fit a budget, in order.
 struct ContextWindow {
-  std::vector<Message> messages;  // system messages kept, then the recent ones, oldest first
-  std::int64_t total_tokens = 0;  // their token counts, estimated ones included
+  std::vector<Message> messages;  // kept system messages and recent ones, in id order
+  std::int64_t total_tokens = 0;  // their token counts, estimated ones included; saturates
   std::size_t estimated = 0;      // how many had no token_count
   bool truncated = false;         // older messages were left out
   // The kept system messages and the newest message alone exceed the
