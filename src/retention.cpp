@@ -525,41 +525,98 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
                    const std::function<void(Stmt&)>& bind_predicate,
                    const std::function<void(Connection&, const std::vector<Candidate>&,
                                             const std::vector<long long>&)>& act) {
-    std::string select = fmt::format(
+    const std::string filters = fmt::format("{}{}{}", policy.channel ? " AND c.channel = :ch" : "",
+                                            policy.agent ? " AND c.agent = :ag" : "", kNotHeld);
+    const std::string select = fmt::format(
         "SELECT c.id, c.channel, COALESCE(c.agent, '') FROM conversations c WHERE c.id > :after "
-        "AND {}{}{}{} ORDER BY c.id LIMIT :n{}",
-        predicate, policy.channel ? " AND c.channel = :ch" : "",
-        policy.agent ? " AND c.agent = :ag" : "", kNotHeld,
-        !dry && backend == Backend::postgresql ? " FOR UPDATE" : "");
+        "AND {}{} ORDER BY c.id LIMIT :n",
+        predicate, filters);
+    // PostgreSQL (READ COMMITTED): the statement above does not see a hold
+    // committed while it runs, and a row lock that had to wait does not
+    // re-evaluate it either. So the batch is locked (its users FOR SHARE
+    // first, as hold_user and forget_user lock them FOR UPDATE, then its
+    // conversations FOR UPDATE, as hold does) and selected again by a
+    // statement that starts after the locks: it sees every hold committed
+    // before, and no hold can be added until the batch commits. SQLite's
+    // single writer already serializes.
+    const bool lock = !dry && backend == Backend::postgresql;
+    struct Seen {
+      std::size_t rows = 0;  // what the keyset select returned
+      long long last = 0;
+      std::vector<Candidate> acted;
+    };
+    auto fetch = [&](Stmt& s, std::vector<Candidate>& out) {
+      Candidate row;
+      s.out(row.id).out(row.channel).out(row.agent);
+      while (s.next()) out.push_back(row);
+    };
+    auto bind_filters = [&](Stmt& s) {
+      bind_predicate(s);
+      if (policy.channel) s.in(*policy.channel);
+      if (policy.agent) s.in(*policy.agent);
+    };
     long long after = 0;
     for (;;) {
       auto batch = [&](Connection& c) {
+        Seen seen;
         std::vector<Candidate> cands;
-        Stmt s(c, select);
-        s.in(after);
-        bind_predicate(s);
-        if (policy.channel) s.in(*policy.channel);
-        if (policy.agent) s.in(*policy.agent);
-        s.in(options.batch_size);
-        Candidate row;
-        s.out(row.id).out(row.channel).out(row.agent);
-        while (s.next()) cands.push_back(row);
-        if (cands.empty()) return cands;
+        {
+          Stmt s(c, select);
+          s.in(after);
+          bind_filters(s);
+          s.in(options.batch_size);
+          fetch(s, cands);
+        }
+        seen.rows = cands.size();
+        if (cands.empty()) return seen;
+        seen.last = cands.back().id;
         std::vector<long long> ids;
         ids.reserve(cands.size());
         for (const auto& cand : cands) ids.push_back(cand.id);
+        if (lock) {
+          const std::string in = placeholders(ids.size());
+          long long n = 0;
+          {
+            Stmt s(c, fmt::format("SELECT COUNT(*) FROM (SELECT u.id FROM users u WHERE u.id IN "
+                                  "(SELECT user_id FROM conversations WHERE id IN ({})) ORDER BY "
+                                  "u.id FOR SHARE) x",
+                                  in));
+            bind_ids(s, ids);
+            s.out(n).one();
+          }
+          {
+            Stmt s(c, fmt::format("SELECT COUNT(*) FROM (SELECT c.id FROM conversations c WHERE "
+                                  "c.id IN ({}) ORDER BY c.id FOR UPDATE) x",
+                                  in));
+            bind_ids(s, ids);
+            s.out(n).one();
+          }
+          cands.clear();
+          {
+            Stmt s(c, fmt::format("SELECT c.id, c.channel, COALESCE(c.agent, '') FROM "
+                                  "conversations c WHERE c.id IN ({}) AND {}{} ORDER BY c.id",
+                                  in, predicate, filters));
+            bind_ids(s, ids);
+            bind_filters(s);
+            fetch(s, cands);
+          }
+          if (cands.empty()) return seen;
+          ids.clear();
+          for (const auto& cand : cands) ids.push_back(cand.id);
+        }
         act(c, cands, ids);
-        return cands;
+        seen.acted = std::move(cands);
+        return seen;
       };
-      std::vector<Candidate> cands = dry ? impl_->snapshot(Op{"retention dry run"}, batch)
-                                         : impl_->write(Op{"retention batch"}, batch);
-      if (cands.empty()) break;
-      after = cands.back().id;
+      Seen seen = dry ? impl_->snapshot(Op{"retention dry run"}, batch)
+                      : impl_->write(Op{"retention batch"}, batch);
+      if (seen.rows == 0) break;
+      after = seen.last;
       if (!dry && which != Phase::abandon) {
-        for (const auto& cand : cands) impl_->messages_changed(cand.id);
+        for (const auto& cand : seen.acted) impl_->messages_changed(cand.id);
       }
-      progress(name, static_cast<std::int64_t>(cands.size()));
-      if (cands.size() < options.batch_size) break;
+      progress(name, static_cast<std::int64_t>(seen.acted.size()));
+      if (seen.rows < options.batch_size) break;
     }
   };
 
@@ -842,7 +899,10 @@ LegalHold decode_hold(const HoldRow& r) {
 
 LegalHold RetentionStore::hold(ConversationId id, std::string_view reason) {
   check_reason(reason);
-  static const Sql exists{"SELECT 1 FROM conversations WHERE id = :id"};
+  // FOR UPDATE: a retention batch or forget_user that locks the
+  // conversation waits for the hold to commit and then sees it.
+  static const Sql exists{"SELECT 1 FROM conversations WHERE id = :id",
+                          "SELECT 1 FROM conversations WHERE id = :id FOR UPDATE"};
   static const Sql q{
       "INSERT INTO legal_holds (conversation_id, reason, created_at) VALUES (:c, :r, :t) "
       "ON CONFLICT (conversation_id) WHERE conversation_id IS NOT NULL DO UPDATE SET reason = "
@@ -860,7 +920,9 @@ LegalHold RetentionStore::hold(ConversationId id, std::string_view reason) {
 
 LegalHold RetentionStore::hold_user(UserId id, std::string_view reason) {
   check_reason(reason);
-  static const Sql exists{"SELECT 1 FROM users WHERE id = :id"};
+  // FOR UPDATE: see hold().
+  static const Sql exists{"SELECT 1 FROM users WHERE id = :id",
+                          "SELECT 1 FROM users WHERE id = :id FOR UPDATE"};
   static const Sql q{
       "INSERT INTO legal_holds (user_id, reason, created_at) VALUES (:u, :r, :t) "
       "ON CONFLICT (user_id) WHERE user_id IS NOT NULL DO UPDATE SET reason = "
@@ -938,10 +1000,22 @@ Json RetentionStore::export_user(UserId id) {
 ForgetReceipt RetentionStore::forget_user(UserId id) {
   const bool sqlite = impl_->backend() == Backend::sqlite;
   ForgetReceipt receipt = impl_->write(Op{"forget user", "user", id}, [&](Connection& c) {
-    static const Sql user{"SELECT 1 FROM users WHERE id = :u"};
+    // PostgreSQL: the user and its conversations are locked before the
+    // holds are checked (hold and hold_user lock the row they attach to), so
+    // a hold committed meanwhile is seen and none can be added until this
+    // commits; no conversation can be added either.
+    static const Sql user{"SELECT 1 FROM users WHERE id = :u",
+                          "SELECT 1 FROM users WHERE id = :u FOR UPDATE"};
     int one = 0;
     if (!Stmt(c, user).in(static_cast<long long>(id)).out(one).one()) {
       throw Error(ErrorCode::not_found, fmt::format("user {} not found", id));
+    }
+    if (!sqlite) {
+      static const Sql lock{
+          "SELECT COUNT(*) FROM (SELECT id FROM conversations WHERE user_id = :u ORDER BY id FOR "
+          "UPDATE) x"};
+      long long n = 0;
+      Stmt(c, lock).in(static_cast<long long>(id)).out(n).one();
     }
     static const Sql held{
         "SELECT reason, conversation_id FROM legal_holds WHERE user_id = :u OR conversation_id "
@@ -964,6 +1038,9 @@ ForgetReceipt RetentionStore::forget_user(UserId id) {
     ForgetReceipt r;
     r.user_id = id;
     for (const auto& owned : owned_tables()) {
+      // Never deleted here: there is none (refused above), and a hold is
+      // only ever removed by release.
+      if (std::string_view(owned.table.name) == "legal_holds") continue;
       long long n = 0;
       Stmt count(c, fmt::format("SELECT COUNT(*) FROM {} WHERE {}", owned.table.name,
                                 numbered(owned.where)));

@@ -3,8 +3,12 @@
 // Retention runs, legal holds, a user's data (export, forget), storage stats.
 #include <fmt/format.h>
 
+#include <exception>
+#include <functional>
+#include <future>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "support.hpp"
 
@@ -95,6 +99,94 @@ bool stored_in_any_table(const testing::TestDb& db, const std::string& text) {
     if (testing::stored_anywhere(db, t, text)) return true;
   }
   return false;
+}
+
+// Runs `body` in a Store::transaction of `store` on a thread of its own and
+// keeps the transaction open (body done, nothing committed) until commit().
+class OpenTransaction {
+ public:
+  OpenTransaction(Store& store, std::function<void()> body) {
+    auto done = body_done_.get_future();
+    auto go = go_.get_future();
+    thread_ = std::thread([this, &store, body = std::move(body), go = std::move(go)]() mutable {
+      bool signalled = false;
+      try {
+        store.transaction([&] {
+          body();
+          signalled = true;
+          body_done_.set_value();
+          go.wait();
+        });
+      } catch (...) {
+        if (signalled) {
+          error_ = std::current_exception();
+        } else {
+          body_done_.set_exception(std::current_exception());
+        }
+      }
+    });
+    try {
+      done.get();
+    } catch (...) {
+      thread_.join();
+      throw;
+    }
+  }
+  ~OpenTransaction() {
+    if (thread_.joinable()) commit();
+  }
+  void commit() {
+    go_.set_value();
+    thread_.join();
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::promise<void> body_done_, go_;
+  std::thread thread_;
+  std::exception_ptr error_;
+};
+
+// Runs `f` on a thread of its own; get() joins and returns what it threw.
+class Background {
+ public:
+  explicit Background(std::function<void()> f)
+      : thread_([this, f = std::move(f)] {
+          try {
+            f();
+          } catch (...) {
+            error_ = std::current_exception();
+          }
+        }) {}
+  ~Background() {
+    if (thread_.joinable()) thread_.join();
+  }
+  std::exception_ptr get() {
+    thread_.join();
+    return error_;
+  }
+
+ private:
+  std::exception_ptr error_;
+  std::thread thread_;
+};
+
+// PostgreSQL: returns once a session that uses this test's conversations
+// table waits for a lock (another statement is blocked behind an open
+// transaction). SQLite: returns at once (the blocked writer waits in its busy
+// handler, whatever the order).
+void wait_for_a_lock_wait(const testing::TestDb& db) {
+  if (db.backend() == "sqlite") return;
+  for (int i = 0; i < 3000; ++i) {
+    if (testing::raw_exec(db,
+                          "SELECT COUNT(*) FROM pg_locks w WHERE NOT w.granted AND w.pid IN "
+                          "(SELECT pid FROM pg_locks WHERE locktype = 'relation' AND relation = "
+                          "'conversations'::regclass)") != "0") {
+      return;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  FAIL("no session waited for a lock");
 }
 
 }  // namespace
@@ -523,6 +615,68 @@ TEST_CASE_TEMPLATE("Retention works in batches, each its own transaction", B, CO
   }
 }
 
+TEST_CASE_TEMPLATE("A hold committed while a retention batch waits for it is kept, with its data",
+                   B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  Store other = db.open();
+  const auto u = f.user("u1");
+  const auto u2 = f.user("u2");
+  const auto c = f.conv(u, ConversationStatus::completed, T0 - days(31), 2);
+  const auto unheld = f.conv(u2, ConversationStatus::completed, T0 - days(31), 2);
+  RetentionPolicy p;
+  p.completed_older_than = days(30);
+  bool user_hold = false;
+  SUBCASE("a conversation hold") {}
+  SUBCASE("a user hold") { user_hold = true; }
+  RetentionReport report;
+  {
+    OpenTransaction hold(other, [&] {
+      if (user_hold) {
+        other.retention().hold_user(u, "late subpoena");
+      } else {
+        other.retention().hold(c, "late subpoena");
+      }
+    });
+    Background run([&] { report = f.store.retention().run(p, at(T0)); });
+    wait_for_a_lock_wait(db);  // the batch waits for the hold's transaction
+    hold.commit();
+    auto error = run.get();
+    if (error) std::rethrow_exception(error);
+  }
+  CHECK(f.exists(c));
+  CHECK(count(db, "messages", "conversation_id = " + std::to_string(c)) == 2);
+  REQUIRE(f.store.retention().holds().size() == 1);
+  CHECK(f.store.retention().holds()[0].reason == "late subpoena");
+  CHECK(f.store.retention().is_held(c));
+  CHECK_FALSE(f.exists(unheld));
+  CHECK(report.totals.conversations_deleted == 1);
+}
+
+TEST_CASE_TEMPLATE("forget_user refuses a hold committed while it waits, and keeps the hold", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  Store other = db.open();
+  const auto u = f.user("u1");
+  const auto c = f.conv(u, ConversationStatus::completed, T0 - days(31), 2);
+  std::exception_ptr error;
+  {
+    OpenTransaction hold(other, [&] { other.retention().hold(c, "late subpoena"); });
+    Background forget([&] { f.store.retention().forget_user(u); });
+    wait_for_a_lock_wait(db);  // forget waits for the hold's transaction
+    hold.commit();
+    error = forget.get();
+  }
+  REQUIRE(error);
+  CHECK_ERROR_CODE(std::rethrow_exception(error), ErrorCode::failed_precondition);
+  CHECK(f.exists(c));
+  CHECK(f.store.conversations().get_user(u));
+  CHECK(count(db, "messages", "conversation_id = " + std::to_string(c)) == 2);
+  REQUIRE(f.store.retention().holds().size() == 1);
+  CHECK(f.store.retention().holds()[0].conversation_id == std::optional<ConversationId>(c));
+}
+
 TEST_CASE_TEMPLATE("Retention refuses bad input and writes nothing", B, CONVSTORE_BACKENDS) {
   CONVSTORE_TEST_DB(db);
   Fixture f(db);
@@ -702,6 +856,7 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(receipt.rows["calendar_events"] == 1);
   CHECK(receipt.rows["archived_conversations"] == 1);
   CHECK(receipt.rows["archived_messages"] == 1);
+  CHECK(receipt.rows.count("legal_holds") == 0);
   CHECK_FALSE(receipt.notes.empty());
   long long total = 0;
   for (const auto& [t, n] : receipt.rows) total += n;
