@@ -762,6 +762,13 @@ void fill_user(Fixture& f, UserId u, const std::string& marker, const std::strin
   ev.start = T0;
   ev.end = T0 + 1h;
   f.store.calendar().create(ev);
+  NewOperationTemplate tpl;
+  tpl.user_id = u;
+  tpl.kind = "expense";
+  tpl.name = marker + " template";
+  tpl.sample_input = marker + " sample";
+  tpl.expected_output = Json{{"x", marker + " output"}};
+  f.store.templates().add(tpl);
   // A second conversation (archived by the test).
   nc.key = key + "-old";
   nc.title = marker + " old title";
@@ -819,6 +826,9 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(doc["calendar_events"][0]["title"] == "zqxalicemark meeting");
   CHECK(doc["archived_conversations"].size() == 1);
   CHECK(doc["archived_messages"][0]["content"] == "zqxalicemark archived");
+  REQUIRE(doc["operation_templates"].size() == 1);
+  CHECK(doc["operation_templates"][0]["name"] == "zqxalicemark template");
+  CHECK(doc["operation_templates"][0]["expected_output"]["x"] == "zqxalicemark output");
   const std::string text = doc.dump();
   CHECK(text.find("zqxbobmark") == std::string::npos);
   CHECK(text.find("s3cr3t") == std::string::npos);
@@ -856,6 +866,7 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(receipt.rows["calendar_events"] == 1);
   CHECK(receipt.rows["archived_conversations"] == 1);
   CHECK(receipt.rows["archived_messages"] == 1);
+  CHECK(receipt.rows["operation_templates"] == 1);
   CHECK(receipt.rows.count("legal_holds") == 0);
   CHECK_FALSE(receipt.notes.empty());
   long long total = 0;
@@ -869,6 +880,7 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   auto bobs = f.store.retention().export_user(bob);
   CHECK(bobs["messages"].size() == 1);
   CHECK(bobs["agent_states"].size() == 3);
+  CHECK(bobs["operation_templates"].size() == 1);
   CHECK(bobs["archived_messages"].size() == 1);
   CHECK(bobs["calendar_events"].size() == 1);
   CHECK_ERROR_CODE(f.store.retention().export_user(alice), ErrorCode::not_found);
