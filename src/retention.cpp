@@ -235,12 +235,15 @@ struct Owned {
   std::string where;
 };
 
-// The user's conversations, by id and by key.
+// The user's conversations, by id and by key. Session state goes by the
+// key of a live or an archived conversation of the user (the state of a
+// conversation deleted earlier names no user any more).
 #define CS_USER_CONVS "(SELECT id FROM conversations WHERE user_id = :u)"
 #define CS_USER_ARCHIVED "(SELECT id FROM archived_conversations WHERE user_id = :u)"
-#define CS_STATE_WHERE(p)                                                                 \
-  "(" p "conversation_id IN " CS_USER_CONVS " OR (" p "scope_kind = 'session' AND " p     \
-  "scope_key IN (SELECT key FROM conversations WHERE user_id = :u AND key IS NOT NULL)) " \
+#define CS_STATE_WHERE(p)                                                                     \
+  "(" p "conversation_id IN " CS_USER_CONVS " OR (" p "scope_kind = 'session' AND " p         \
+  "scope_key IN (SELECT key FROM conversations WHERE user_id = :u AND key IS NOT NULL UNION " \
+  "SELECT key FROM archived_conversations WHERE user_id = :u AND key IS NOT NULL)) "          \
   "OR (" p "scope_kind = 'named' AND " p "scope_key = :n))"
 
 // Every table with a user link, children before their parents (the order
@@ -1084,6 +1087,10 @@ ForgetReceipt RetentionStore::forget_user(UserId id) {
         "tasks name no user (payloads and dedupe keys are the application's): none removed");
     r.notes.push_back(
         "session cache keys are the application's and name no user: none removed (they expire)");
+    r.notes.push_back(
+        "session agent state is found by the keys of the user's live and archived "
+        "conversations: the state of a conversation deleted earlier names no user and is not "
+        "removed (a retention run with remove_orphans removes it)");
     if (sqlite) c.execute_once("PRAGMA secure_delete = OFF");
     return r;
   });

@@ -769,10 +769,12 @@ void fill_user(Fixture& f, UserId u, const std::string& marker, const std::strin
   tpl.sample_input = marker + " sample";
   tpl.expected_output = Json{{"x", marker + " output"}};
   f.store.templates().add(tpl);
-  // A second conversation (archived by the test).
+  // A second conversation (archived by the test), with session state.
   nc.key = key + "-old";
   nc.title = marker + " old title";
   cs.start(nc);
+  f.store.agents().save_state(StateScope::session(key + "-old"), "A",
+                              Json{{"x", marker + " old ss"}});
 }
 
 }  // namespace
@@ -813,8 +815,9 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(doc["messages"][0]["content"] == "zqxalicemark message");
   CHECK(doc["conversation_data"][0]["data"]["note"] == "zqxalicemark data");
   CHECK(doc["agent_questions"][0]["question"] == "zqxalicemark question");
-  CHECK(doc["agent_states"].size() == 2 + 1);  // conversation, session, named
-  CHECK(doc["agent_state_history"].size() >= 3);
+  // conversation, session, named, and the archived conversation's session
+  CHECK(doc["agent_states"].size() == 2 + 1 + 1);
+  CHECK(doc["agent_state_history"].size() >= 4);
   REQUIRE(doc["web_sessions"].size() == 1);
   CHECK(doc["web_sessions"][0]["device_info"]["ua"] == "zqxalicemark browser");
   CHECK_FALSE(doc["web_sessions"][0].contains("access_hash"));
@@ -856,7 +859,7 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(receipt.rows["messages"] == 1);
   CHECK(receipt.rows["conversation_data"] == 1);
   CHECK(receipt.rows["agent_questions"] == 1);
-  CHECK(receipt.rows["agent_states"] == 3);
+  CHECK(receipt.rows["agent_states"] == 4);
   CHECK(receipt.rows["agent_state_history"] ==
         static_cast<long long>(doc["agent_state_history"].size()));
   CHECK(receipt.rows["web_sessions"] == 1);
@@ -879,7 +882,7 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(stored_in_any_table(db, "zqxbobmark"));
   auto bobs = f.store.retention().export_user(bob);
   CHECK(bobs["messages"].size() == 1);
-  CHECK(bobs["agent_states"].size() == 3);
+  CHECK(bobs["agent_states"].size() == 4);
   CHECK(bobs["operation_templates"].size() == 1);
   CHECK(bobs["archived_messages"].size() == 1);
   CHECK(bobs["calendar_events"].size() == 1);
