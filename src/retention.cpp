@@ -660,7 +660,18 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
     const Timestamp cutoff = at - completed_age;
     const RetentionAction action = policy.completed_action;
     std::string predicate = "c.status = 'completed' AND c.updated_at < :cut";
-    if (action == RetentionAction::anonymize) predicate += " AND c.anonymized_at IS NULL";
+    if (action == RetentionAction::anonymize) {
+      // Not yet anonymized, or text came back since: appends and edits
+      // (append_content and update_message touch only the message).
+      predicate +=
+          " AND (c.anonymized_at IS NULL OR c.updated_at > c.anonymized_at OR EXISTS (SELECT 1 "
+          "FROM messages m WHERE m.conversation_id = c.id AND (m.content <> '' OR m.updated_at > "
+          "c.anonymized_at)) OR EXISTS (SELECT 1 FROM conversation_data d WHERE "
+          "d.conversation_id = c.id AND d.created_at > c.anonymized_at) OR EXISTS (SELECT 1 FROM "
+          "agent_questions q WHERE q.conversation_id = c.id AND (q.question <> '' OR q.answer <> "
+          "'')) OR EXISTS (SELECT 1 FROM review_items r WHERE r.conversation_id = c.id AND "
+          "(r.suggested_text <> '' OR r.edited_text <> '')))";
+    }
     phase(
         Phase::completed, "completed", predicate, [&](Stmt& s) { s.in(cutoff); },
         [&](Connection& c, const std::vector<Candidate>& cands, const std::vector<long long>& ids) {

@@ -677,6 +677,36 @@ TEST_CASE_TEMPLATE("forget_user refuses a hold committed while it waits, and kee
   CHECK(f.store.retention().holds()[0].conversation_id == std::optional<ConversationId>(c));
 }
 
+TEST_CASE_TEMPLATE("Text added to an anonymized conversation is blanked by the next run", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  const auto u = f.user("u1");
+  const auto c = f.conv(u, ConversationStatus::completed, T0 - days(31), 2);
+  RetentionPolicy p;
+  p.completed_older_than = days(30);
+  p.completed_action = RetentionAction::anonymize;
+  CHECK(f.store.retention().run(p, at(T0)).totals.conversations_anonymized == 1);
+  CHECK(f.store.retention().run(p, at(T0)).totals.conversations_anonymized == 0);  // nothing new
+
+  // Text comes back: an appended message, and a delta on an earlier one
+  // (which touches only the message).
+  const auto first = f.store.conversations().history(c)[0];
+  f.store.conversations().append(c, msg(Role::user, "zqx second secret"));
+  f.store.conversations().append_content(first.id, "zqx late secret");
+  set_updated(db, c, T0 - days(31));
+  CHECK(count(db, "messages", "content <> ''") == 2);
+
+  auto dry = f.store.retention().run(p, at(T0, true));
+  CHECK(dry.totals.conversations_anonymized == 1);
+  CHECK(dry.totals.messages_anonymized == 3);
+  auto r = f.store.retention().run(p, at(T0));
+  CHECK(r.totals == dry.totals);
+  CHECK(count(db, "messages", "content <> ''") == 0);
+  for (const auto& m : f.store.conversations().history(c)) CHECK(m.content.empty());
+  CHECK(f.store.retention().run(p, at(T0)).totals.conversations_anonymized == 0);
+}
+
 TEST_CASE_TEMPLATE("Retention refuses bad input and writes nothing", B, CONVSTORE_BACKENDS) {
   CONVSTORE_TEST_DB(db);
   Fixture f(db);
