@@ -124,15 +124,23 @@ void check_reason(std::string_view reason) {
   detail::check_text(reason, "legal hold reason");
 }
 
-// ":i0, :i1, ..." for n parameters.
-std::string placeholders(std::size_t n) {
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) out += fmt::format("{}:i{}", i == 0 ? "" : ", ", i);
-  return out;
+// A batch's ids are bound as one parameter, whatever their number (one
+// parameter per id would stop at PostgreSQL's 65,535 and SQLite's 32,766):
+// a PostgreSQL array literal '{1,2}' or a JSON array '[1,2]' for SQLite's
+// json_each. `in_ids` tests a column's membership ("id" + in_ids).
+const char* in_ids(Backend b) {
+  return b == Backend::postgresql ? " = ANY(CAST(:ids AS BIGINT[]))"
+                                  : " IN (SELECT value FROM json_each(:ids))";
 }
 
-void bind_ids(Stmt& s, const std::vector<long long>& ids) {
-  for (long long id : ids) s.in(id);
+void bind_ids(Stmt& s, Backend b, const std::vector<long long>& ids) {
+  std::string list = b == Backend::postgresql ? "{" : "[";
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i > 0) list += ',';
+    list += std::to_string(ids[i]);
+  }
+  list += b == Backend::postgresql ? "}" : "]";
+  s.in(list);
 }
 
 // Bytes of message content, per backend.
@@ -589,29 +597,29 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
         ids.reserve(cands.size());
         for (const auto& cand : cands) ids.push_back(cand.id);
         if (lock) {
-          const std::string in = placeholders(ids.size());
+          const std::string in = in_ids(backend);
           long long n = 0;
           {
             Stmt s(c, fmt::format("SELECT COUNT(*) FROM (SELECT u.id FROM users u WHERE u.id IN "
-                                  "(SELECT user_id FROM conversations WHERE id IN ({})) ORDER BY "
+                                  "(SELECT user_id FROM conversations WHERE id{}) ORDER BY "
                                   "u.id FOR SHARE) x",
                                   in));
-            bind_ids(s, ids);
+            bind_ids(s, backend, ids);
             s.out(n).one();
           }
           {
             Stmt s(c, fmt::format("SELECT COUNT(*) FROM (SELECT c.id FROM conversations c WHERE "
-                                  "c.id IN ({}) ORDER BY c.id FOR UPDATE) x",
+                                  "c.id{} ORDER BY c.id FOR UPDATE) x",
                                   in));
-            bind_ids(s, ids);
+            bind_ids(s, backend, ids);
             s.out(n).one();
           }
           cands.clear();
           {
             Stmt s(c, fmt::format("SELECT c.id, c.channel, COALESCE(c.agent, '') FROM "
-                                  "conversations c WHERE c.id IN ({}) AND {}{} ORDER BY c.id",
+                                  "conversations c WHERE c.id{} AND {}{} ORDER BY c.id",
                                   in, predicate, filters));
-            bind_ids(s, ids);
+            bind_ids(s, backend, ids);
             bind_filters(s);
             fetch(s, cands);
           }
@@ -639,9 +647,9 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
   auto message_counts = [&](Connection& c, const std::vector<long long>& ids) {
     std::map<long long, std::pair<long long, long long>> out;
     Stmt s(c, fmt::format("SELECT conversation_id, COUNT(*), COALESCE(SUM({}), 0) FROM messages "
-                          "WHERE conversation_id IN ({}) GROUP BY conversation_id",
-                          content_bytes(backend), placeholders(ids.size())));
-    bind_ids(s, ids);
+                          "WHERE conversation_id{} GROUP BY conversation_id",
+                          content_bytes(backend), in_ids(backend)));
+    bind_ids(s, backend, ids);
     long long id = 0, n = 0, bytes = 0;
     s.out(id).out(n).out(bytes);
     while (s.next()) out[id] = {n, bytes};
@@ -651,7 +659,7 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
                       std::optional<Timestamp> first = std::nullopt) {
     Stmt s(c, sql);
     if (first) s.in(*first);
-    bind_ids(s, ids);
+    bind_ids(s, backend, ids);
     s.one();
   };
 
@@ -698,14 +706,14 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
             }
             record(cand, d);
           }
-          const std::string in = placeholders(ids.size());
+          const std::string in = in_ids(backend);
           if (action != RetentionAction::anonymize && policy.remove_orphans && dry) {
             // Session state of these conversations becomes orphaned.
             Stmt s(c, fmt::format("SELECT COUNT(*) FROM agent_states WHERE scope_kind = "
                                   "'session' AND scope_key IN (SELECT key FROM conversations "
-                                  "WHERE id IN ({}) AND key IS NOT NULL)",
+                                  "WHERE id{} AND key IS NOT NULL)",
                                   in));
-            bind_ids(s, ids);
+            bind_ids(s, backend, ids);
             long long n = 0;
             s.out(n).one();
             report.orphaned_states += n;
@@ -717,7 +725,7 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
               exec_ids(
                   c,
                   fmt::format("INSERT INTO archived_{} ({}, archived_at) SELECT {}, {} FROM "
-                              "{} WHERE {} IN ({})",
+                              "{} WHERE {}{}",
                               table, list, list,
                               backend == Backend::postgresql ? "CAST(:at AS TIMESTAMPTZ)" : ":at",
                               table, key, in),
@@ -731,34 +739,33 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
           if (action == RetentionAction::anonymize) {
             exec_ids(c,
                      fmt::format("UPDATE messages SET content = '', tool_args = NULL, metadata = "
-                                 "'{{}}' WHERE conversation_id IN ({})",
+                                 "'{{}}' WHERE conversation_id{}",
                                  in),
                      ids);
             exec_ids(c,
                      fmt::format("UPDATE conversation_data SET data = '{{}}' WHERE "
-                                 "conversation_id IN ({})",
+                                 "conversation_id{}",
                                  in),
                      ids);
             exec_ids(c,
                      fmt::format("UPDATE agent_questions SET question = '', answer = CASE WHEN "
-                                 "answer IS NULL THEN NULL ELSE '' END WHERE conversation_id IN "
-                                 "({})",
+                                 "answer IS NULL THEN NULL ELSE '' END WHERE conversation_id{}",
                                  in),
                      ids);
             exec_ids(c,
                      fmt::format("UPDATE review_items SET suggested_text = '', edited_text = "
                                  "CASE WHEN edited_text IS NULL THEN NULL ELSE '' END WHERE "
-                                 "conversation_id IN ({})",
+                                 "conversation_id{}",
                                  in),
                      ids);
             exec_ids(c,
                      fmt::format("UPDATE conversations SET anonymized_at = :at, title = NULL "
-                                 "WHERE id IN ({})",
+                                 "WHERE id{}",
                                  in),
                      ids, at);
             return;
           }
-          exec_ids(c, fmt::format("DELETE FROM conversations WHERE id IN ({})", in), ids);
+          exec_ids(c, fmt::format("DELETE FROM conversations WHERE id{}", in), ids);
         });
   }
 
@@ -772,18 +779,18 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
           // Older than the newest `keep` messages and than the newest turn
           // (from the newest user message on), and not a system message.
           const std::string trimmed = fmt::format(
-              "m.conversation_id IN ({}) AND m.role <> 'system' AND m.id < COALESCE((SELECT "
+              "m.conversation_id{} AND m.role <> 'system' AND m.id < COALESCE((SELECT "
               "MAX(x.id) FROM messages x WHERE x.conversation_id = m.conversation_id AND x.role "
               "= 'user'), (SELECT MAX(x.id) FROM messages x WHERE x.conversation_id = "
               "m.conversation_id)) AND m.id < (SELECT x.id FROM messages x WHERE "
               "x.conversation_id = m.conversation_id ORDER BY x.id DESC LIMIT 1 OFFSET :skip)",
-              placeholders(ids.size()));
+              in_ids(backend));
           std::map<long long, std::pair<long long, long long>> counts;
           {
             Stmt s(c, fmt::format("SELECT m.conversation_id, COUNT(*), COALESCE(SUM({}), 0) "
                                   "FROM messages m WHERE {} GROUP BY m.conversation_id",
                                   content_bytes(backend), trimmed));
-            bind_ids(s, ids);
+            bind_ids(s, backend, ids);
             s.in(keep - 1);
             long long id = 0, n = 0, bytes = 0;
             s.out(id).out(n).out(bytes);
@@ -805,15 +812,15 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
             Stmt s(c, fmt::format("DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
                                   "WHERE {})",
                                   trimmed));
-            bind_ids(s, ids);
+            bind_ids(s, backend, ids);
             s.in(keep - 1);
             s.one();
           }
           exec_ids(c,
                    fmt::format("UPDATE conversations SET message_count = (SELECT COUNT(*) FROM "
                                "messages m WHERE m.conversation_id = conversations.id), version = "
-                               "version + 1 WHERE id IN ({})",
-                               placeholders(touched.size())),
+                               "version + 1 WHERE id{}",
+                               in_ids(backend)),
                    touched);
         });
   }
@@ -833,8 +840,8 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
           if (dry) return;
           exec_ids(c,
                    fmt::format("UPDATE conversations SET status = 'abandoned', version = version "
-                               "+ 1, updated_at = :at WHERE id IN ({})",
-                               placeholders(ids.size())),
+                               "+ 1, updated_at = :at WHERE id{}",
+                               in_ids(backend)),
                    ids, at);
         });
   }

@@ -707,6 +707,39 @@ TEST_CASE_TEMPLATE("Text added to an anonymized conversation is blanked by the n
   CHECK(f.store.retention().run(p, at(T0)).totals.conversations_anonymized == 0);
 }
 
+TEST_CASE_TEMPLATE("A retention batch of more ids than the backends bind parameters works", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  const long long n = 70000;  // over PostgreSQL's 65,535 and SQLite's 32,766 parameters
+  const std::string old = q(to_iso8601(T0 - days(31)));
+  const std::string rows = "SELECT 'bulk', 'completed', " + old + ", " + old;
+  if (db.backend() == "sqlite") {
+    testing::raw_exec(db,
+                      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE "
+                      "i < " +
+                          std::to_string(n) +
+                          ") INSERT INTO conversations (channel, status, created_at, "
+                          "updated_at) " +
+                          rows + " FROM n");
+  } else {
+    testing::raw_exec(db, "INSERT INTO conversations (channel, status, created_at, updated_at) " +
+                              rows + " FROM generate_series(1, " + std::to_string(n) + ")");
+  }
+  REQUIRE(count(db, "conversations") == n);
+  RetentionPolicy p;
+  p.completed_older_than = days(30);
+  RetentionRun run = at(T0, true);
+  run.batch_size = 100000;
+  auto dry = f.store.retention().run(p, run);
+  CHECK(dry.totals.conversations_deleted == n);
+  run.dry_run = false;
+  auto r = f.store.retention().run(p, run);
+  CHECK(r.totals.conversations_deleted == n);
+  CHECK(r.batches == 1);
+  CHECK(count(db, "conversations") == 0);
+}
+
 TEST_CASE_TEMPLATE("Retention refuses bad input and writes nothing", B, CONVSTORE_BACKENDS) {
   CONVSTORE_TEST_DB(db);
   Fixture f(db);
