@@ -683,6 +683,20 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
     phase(
         Phase::completed, "completed", predicate, [&](Stmt& s) { s.in(cutoff); },
         [&](Connection& c, const std::vector<Candidate>& cands, const std::vector<long long>& ids) {
+          if (!dry && action == RetentionAction::archive && backend == Backend::postgresql) {
+            // An edit (append_content, update_message, answer) locks only
+            // its row: wait for those in flight before copying, so that the
+            // copy is what is deleted. New rows wait for the conversation's
+            // lock (their foreign key).
+            for (const char* table : {"messages", "conversation_data", "agent_questions"}) {
+              Stmt s(c, fmt::format("SELECT COUNT(*) FROM (SELECT id FROM {} WHERE "
+                                    "conversation_id{} ORDER BY id FOR UPDATE) x",
+                                    table, in_ids(backend)));
+              bind_ids(s, backend, ids);
+              long long n = 0;
+              s.out(n).one();
+            }
+          }
           auto counts = message_counts(c, ids);
           for (const auto& cand : cands) {
             RetentionCounts d;

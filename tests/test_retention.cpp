@@ -740,6 +740,32 @@ TEST_CASE_TEMPLATE("A retention batch of more ids than the backends bind paramet
   CHECK(count(db, "conversations") == 0);
 }
 
+TEST_CASE_TEMPLATE("Archiving waits for an edit in flight and archives the edited text", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  Store other = db.open();
+  const auto u = f.user("u1");
+  const auto c = f.conv(u, ConversationStatus::completed, T0 - days(8), 2);
+  const auto first = f.store.conversations().history(c)[0];
+  RetentionPolicy p;
+  p.completed_older_than = days(7);
+  p.completed_action = RetentionAction::archive;
+  {
+    OpenTransaction edit(other,
+                         [&] { other.conversations().append_content(first.id, " and more"); });
+    Background run([&] { f.store.retention().run(p, at(T0)); });
+    wait_for_a_lock_wait(db);  // archiving waits for the edit's transaction
+    edit.commit();
+    auto error = run.get();
+    if (error) std::rethrow_exception(error);
+  }
+  CHECK_FALSE(f.exists(c));
+  CHECK(count(db, "messages") == 0);
+  CHECK(testing::raw_exec(db, "SELECT content FROM archived_messages WHERE id = " +
+                                  std::to_string(first.id)) == first.content + " and more");
+}
+
 TEST_CASE_TEMPLATE("Retention refuses bad input and writes nothing", B, CONVSTORE_BACKENDS) {
   CONVSTORE_TEST_DB(db);
   Fixture f(db);
