@@ -1044,6 +1044,12 @@ Json RetentionStore::export_user(UserId id) {
   });
 }
 
+namespace {
+const char* const kWalNote =
+    "the SQLite WAL could not be checkpointed now (a reader was in the way): earlier page "
+    "images of the deleted rows stay in it until the next checkpoint";
+}  // namespace
+
 ForgetReceipt RetentionStore::forget_user(UserId id) {
   const bool sqlite = impl_->backend() == Backend::sqlite;
   ForgetReceipt receipt = impl_->write(Op{"forget user", "user", id}, [&](Connection& c) {
@@ -1080,7 +1086,20 @@ ForgetReceipt RetentionStore::forget_user(UserId id) {
                                              id, *conversation, reason)
                                : fmt::format("user {} is under legal hold ({})", id, reason));
     }
-    // Deleted content is overwritten, not left in free pages.
+    // Deleted content is overwritten, not left in free pages; switched off
+    // again however this ends (the connection is reused).
+    struct SecureDelete {
+      Connection& c;
+      bool on;
+      ~SecureDelete() {
+        if (!on) return;
+        try {
+          c.execute_once("PRAGMA secure_delete = OFF");
+        } catch (...) {
+          // the connection is broken: it is not reused either
+        }
+      }
+    } secure{c, sqlite};
     if (sqlite) c.execute_once("PRAGMA secure_delete = ON");
     ForgetReceipt r;
     r.user_id = id;
@@ -1088,15 +1107,11 @@ ForgetReceipt RetentionStore::forget_user(UserId id) {
       // Never deleted here: there is none (refused above), and a hold is
       // only ever removed by release.
       if (std::string_view(owned.table.name) == "legal_holds") continue;
-      long long n = 0;
-      Stmt count(c, fmt::format("SELECT COUNT(*) FROM {} WHERE {}", owned.table.name,
-                                numbered(owned.where)));
-      bind_owned(count, owned.where, id);
-      count.out(n).one();
-      if (n == 0) continue;
       Stmt del(c, fmt::format("DELETE FROM {} WHERE {}", owned.table.name, numbered(owned.where)));
       bind_owned(del, owned.where, id);
       del.one();
+      const long long n = del.affected();
+      if (n == 0) continue;
       r.rows[owned.table.name] = n;
       r.total += n;
     }
@@ -1123,17 +1138,22 @@ ForgetReceipt RetentionStore::forget_user(UserId id) {
         "session agent state is found by the keys of the user's live and archived "
         "conversations: the state of a conversation deleted earlier names no user and is not "
         "removed (a retention run with remove_orphans removes it)");
-    if (sqlite) c.execute_once("PRAGMA secure_delete = OFF");
     return r;
   });
   if (sqlite && impl_->current() == nullptr) {
     // The WAL keeps earlier page images until it is checkpointed and reset
     // (inside Store::transaction nothing is committed yet: not now).
     try {
-      impl_->read(Op{"forget user"},
-                  [&](Connection& c) { c.execute_once("PRAGMA wal_checkpoint(TRUNCATE)"); });
+      // A reader in the way leaves part of the WAL in place (busy = 1).
+      const int busy = impl_->read(Op{"forget user"}, [&](Connection& c) {
+        int b = 0;
+        long long log = 0, done = 0;
+        Stmt(c, std::string("PRAGMA wal_checkpoint(TRUNCATE)")).out(b).out(log).out(done).one();
+        return b;
+      });
+      if (busy != 0) receipt.notes.push_back(kWalNote);
     } catch (const Error&) {
-      receipt.notes.push_back("the SQLite WAL could not be checkpointed now");
+      receipt.notes.push_back(kWalNote);
     }
   }
   return receipt;
