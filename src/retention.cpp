@@ -985,21 +985,35 @@ LegalHold RetentionStore::hold_user(UserId id, std::string_view reason) {
   });
 }
 
+// False when there was no hold; an unknown conversation or user is
+// Error(not_found), as the class comment says.
 bool RetentionStore::release(ConversationId id) {
   static const Sql q{"DELETE FROM legal_holds WHERE conversation_id = :c"};
-  return impl_->single(Op{"release hold", "conversation", id}, [&](Connection& c) {
+  static const Sql exists{"SELECT 1 FROM conversations WHERE id = :id"};
+  return impl_->write(Op{"release hold", "conversation", id}, [&](Connection& c) {
     Stmt s(c, q);
     s.in(static_cast<long long>(id)).one();
-    return s.affected() > 0;
+    if (s.affected() > 0) return true;
+    int one = 0;
+    if (!Stmt(c, exists).in(static_cast<long long>(id)).out(one).one()) {
+      throw Error(ErrorCode::not_found, fmt::format("conversation {} not found", id));
+    }
+    return false;
   });
 }
 
 bool RetentionStore::release_user(UserId id) {
   static const Sql q{"DELETE FROM legal_holds WHERE user_id = :u"};
-  return impl_->single(Op{"release hold", "user", id}, [&](Connection& c) {
+  static const Sql exists{"SELECT 1 FROM users WHERE id = :id"};
+  return impl_->write(Op{"release hold", "user", id}, [&](Connection& c) {
     Stmt s(c, q);
     s.in(static_cast<long long>(id)).one();
-    return s.affected() > 0;
+    if (s.affected() > 0) return true;
+    int one = 0;
+    if (!Stmt(c, exists).in(static_cast<long long>(id)).out(one).one()) {
+      throw Error(ErrorCode::not_found, fmt::format("user {} not found", id));
+    }
+    return false;
   });
 }
 
@@ -1012,14 +1026,16 @@ std::vector<LegalHold> RetentionStore::holds() {
 }
 
 bool RetentionStore::is_held(ConversationId id) {
+  // NULL for an unknown conversation, else 0 or 1.
   static const Sql q{
-      "SELECT COUNT(*) FROM conversations c WHERE c.id = :id AND (EXISTS (SELECT 1 FROM "
-      "legal_holds h WHERE h.conversation_id = c.id) OR EXISTS (SELECT 1 FROM legal_holds h "
-      "WHERE h.user_id = c.user_id))"};
+      "SELECT (SELECT CASE WHEN EXISTS (SELECT 1 FROM legal_holds h WHERE h.conversation_id = "
+      "c.id) OR EXISTS (SELECT 1 FROM legal_holds h WHERE h.user_id = c.user_id) THEN 1 ELSE 0 "
+      "END FROM conversations c WHERE c.id = :id)"};
   return impl_->read(Op{"is held", "conversation", id}, [&](Connection& c) {
-    long long n = 0;
-    Stmt(c, q).in(static_cast<long long>(id)).out(n).one();
-    return n > 0;
+    std::optional<long long> held;
+    Stmt(c, q).in(static_cast<long long>(id)).out(held).one();
+    if (!held) throw Error(ErrorCode::not_found, fmt::format("conversation {} not found", id));
+    return *held != 0;
   });
 }
 

@@ -793,6 +793,12 @@ TEST_CASE_TEMPLATE("Retention refuses bad input and writes nothing", B, CONVSTOR
   CHECK_ERROR_CODE(r.hold(c, ""), ErrorCode::invalid_argument);
   CHECK_ERROR_CODE(r.hold(c + 100, "x"), ErrorCode::not_found);
   CHECK_ERROR_CODE(r.hold_user(u + 100, "x"), ErrorCode::not_found);
+  CHECK_ERROR_CODE(r.release(c + 100), ErrorCode::not_found);
+  CHECK_ERROR_CODE(r.release_user(u + 100), ErrorCode::not_found);
+  CHECK_ERROR_CODE(r.is_held(c + 100), ErrorCode::not_found);
+  CHECK_FALSE(r.release(c));  // known, not held
+  CHECK_FALSE(r.release_user(u));
+  CHECK_FALSE(r.is_held(c));
   CHECK(r.holds().empty());
   CHECK_ERROR_CODE(r.export_user(u + 100), ErrorCode::not_found);
   CHECK_ERROR_CODE(r.forget_user(u + 100), ErrorCode::not_found);
