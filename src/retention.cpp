@@ -124,15 +124,23 @@ void check_reason(std::string_view reason) {
   detail::check_text(reason, "legal hold reason");
 }
 
-// ":i0, :i1, ..." for n parameters.
-std::string placeholders(std::size_t n) {
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) out += fmt::format("{}:i{}", i == 0 ? "" : ", ", i);
-  return out;
+// A batch's ids are bound as one parameter, whatever their number (one
+// parameter per id would stop at PostgreSQL's 65,535 and SQLite's 32,766):
+// a PostgreSQL array literal '{1,2}' or a JSON array '[1,2]' for SQLite's
+// json_each. `in_ids` tests a column's membership ("id" + in_ids).
+const char* in_ids(Backend b) {
+  return b == Backend::postgresql ? " = ANY(CAST(:ids AS BIGINT[]))"
+                                  : " IN (SELECT value FROM json_each(:ids))";
 }
 
-void bind_ids(Stmt& s, const std::vector<long long>& ids) {
-  for (long long id : ids) s.in(id);
+void bind_ids(Stmt& s, Backend b, const std::vector<long long>& ids) {
+  std::string list = b == Backend::postgresql ? "{" : "[";
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i > 0) list += ',';
+    list += std::to_string(ids[i]);
+  }
+  list += b == Backend::postgresql ? "}" : "]";
+  s.in(list);
 }
 
 // Bytes of message content, per backend.
@@ -235,12 +243,15 @@ struct Owned {
   std::string where;
 };
 
-// The user's conversations, by id and by key.
+// The user's conversations, by id and by key. Session state goes by the
+// key of a live or an archived conversation of the user (the state of a
+// conversation deleted earlier names no user any more).
 #define CS_USER_CONVS "(SELECT id FROM conversations WHERE user_id = :u)"
 #define CS_USER_ARCHIVED "(SELECT id FROM archived_conversations WHERE user_id = :u)"
-#define CS_STATE_WHERE(p)                                                                 \
-  "(" p "conversation_id IN " CS_USER_CONVS " OR (" p "scope_kind = 'session' AND " p     \
-  "scope_key IN (SELECT key FROM conversations WHERE user_id = :u AND key IS NOT NULL)) " \
+#define CS_STATE_WHERE(p)                                                                     \
+  "(" p "conversation_id IN " CS_USER_CONVS " OR (" p "scope_kind = 'session' AND " p         \
+  "scope_key IN (SELECT key FROM conversations WHERE user_id = :u AND key IS NOT NULL UNION " \
+  "SELECT key FROM archived_conversations WHERE user_id = :u AND key IS NOT NULL)) "          \
   "OR (" p "scope_kind = 'named' AND " p "scope_key = :n))"
 
 // Every table with a user link, children before their parents (the order
@@ -367,6 +378,18 @@ const std::vector<Owned>& owned_tables() {
          {"updated_at", 'd'}}},
        "owner_id = :u"},
       {{"calendar_bounds", {{"owner_key", 'i'}, {"longest_us", 'i'}}}, "owner_key = :u"},
+      {{"operation_templates",
+        {{"id", 'i'},
+         {"user_id", 'i'},
+         {"kind", 't'},
+         {"name", 't'},
+         {"sample_input", 't'},
+         {"expected_output", 'j'},
+         {"use_count", 'i'},
+         {"last_used_at", 'd'},
+         {"created_at", 'd'},
+         {"updated_at", 'd'}}},
+       "user_id = :u"},
       {{"users",
         {{"id", 'i'},
          {"channel", 't'},
@@ -525,41 +548,98 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
                    const std::function<void(Stmt&)>& bind_predicate,
                    const std::function<void(Connection&, const std::vector<Candidate>&,
                                             const std::vector<long long>&)>& act) {
-    std::string select = fmt::format(
+    const std::string filters = fmt::format("{}{}{}", policy.channel ? " AND c.channel = :ch" : "",
+                                            policy.agent ? " AND c.agent = :ag" : "", kNotHeld);
+    const std::string select = fmt::format(
         "SELECT c.id, c.channel, COALESCE(c.agent, '') FROM conversations c WHERE c.id > :after "
-        "AND {}{}{}{} ORDER BY c.id LIMIT :n{}",
-        predicate, policy.channel ? " AND c.channel = :ch" : "",
-        policy.agent ? " AND c.agent = :ag" : "", kNotHeld,
-        !dry && backend == Backend::postgresql ? " FOR UPDATE" : "");
+        "AND {}{} ORDER BY c.id LIMIT :n",
+        predicate, filters);
+    // PostgreSQL (READ COMMITTED): the statement above does not see a hold
+    // committed while it runs, and a row lock that had to wait does not
+    // re-evaluate it either. So the batch is locked (its users FOR SHARE
+    // first, as hold_user and forget_user lock them FOR UPDATE, then its
+    // conversations FOR UPDATE, as hold does) and selected again by a
+    // statement that starts after the locks: it sees every hold committed
+    // before, and no hold can be added until the batch commits. SQLite's
+    // single writer already serializes.
+    const bool lock = !dry && backend == Backend::postgresql;
+    struct Seen {
+      std::size_t rows = 0;  // what the keyset select returned
+      long long last = 0;
+      std::vector<Candidate> acted;
+    };
+    auto fetch = [&](Stmt& s, std::vector<Candidate>& out) {
+      Candidate row;
+      s.out(row.id).out(row.channel).out(row.agent);
+      while (s.next()) out.push_back(row);
+    };
+    auto bind_filters = [&](Stmt& s) {
+      bind_predicate(s);
+      if (policy.channel) s.in(*policy.channel);
+      if (policy.agent) s.in(*policy.agent);
+    };
     long long after = 0;
     for (;;) {
       auto batch = [&](Connection& c) {
+        Seen seen;
         std::vector<Candidate> cands;
-        Stmt s(c, select);
-        s.in(after);
-        bind_predicate(s);
-        if (policy.channel) s.in(*policy.channel);
-        if (policy.agent) s.in(*policy.agent);
-        s.in(options.batch_size);
-        Candidate row;
-        s.out(row.id).out(row.channel).out(row.agent);
-        while (s.next()) cands.push_back(row);
-        if (cands.empty()) return cands;
+        {
+          Stmt s(c, select);
+          s.in(after);
+          bind_filters(s);
+          s.in(options.batch_size);
+          fetch(s, cands);
+        }
+        seen.rows = cands.size();
+        if (cands.empty()) return seen;
+        seen.last = cands.back().id;
         std::vector<long long> ids;
         ids.reserve(cands.size());
         for (const auto& cand : cands) ids.push_back(cand.id);
+        if (lock) {
+          const std::string in = in_ids(backend);
+          long long n = 0;
+          {
+            Stmt s(c, fmt::format("SELECT COUNT(*) FROM (SELECT u.id FROM users u WHERE u.id IN "
+                                  "(SELECT user_id FROM conversations WHERE id{}) ORDER BY "
+                                  "u.id FOR SHARE) x",
+                                  in));
+            bind_ids(s, backend, ids);
+            s.out(n).one();
+          }
+          {
+            Stmt s(c, fmt::format("SELECT COUNT(*) FROM (SELECT c.id FROM conversations c WHERE "
+                                  "c.id{} ORDER BY c.id FOR UPDATE) x",
+                                  in));
+            bind_ids(s, backend, ids);
+            s.out(n).one();
+          }
+          cands.clear();
+          {
+            Stmt s(c, fmt::format("SELECT c.id, c.channel, COALESCE(c.agent, '') FROM "
+                                  "conversations c WHERE c.id{} AND {}{} ORDER BY c.id",
+                                  in, predicate, filters));
+            bind_ids(s, backend, ids);
+            bind_filters(s);
+            fetch(s, cands);
+          }
+          if (cands.empty()) return seen;
+          ids.clear();
+          for (const auto& cand : cands) ids.push_back(cand.id);
+        }
         act(c, cands, ids);
-        return cands;
+        seen.acted = std::move(cands);
+        return seen;
       };
-      std::vector<Candidate> cands = dry ? impl_->snapshot(Op{"retention dry run"}, batch)
-                                         : impl_->write(Op{"retention batch"}, batch);
-      if (cands.empty()) break;
-      after = cands.back().id;
+      Seen seen = dry ? impl_->snapshot(Op{"retention dry run"}, batch)
+                      : impl_->write(Op{"retention batch"}, batch);
+      if (seen.rows == 0) break;
+      after = seen.last;
       if (!dry && which != Phase::abandon) {
-        for (const auto& cand : cands) impl_->messages_changed(cand.id);
+        for (const auto& cand : seen.acted) impl_->messages_changed(cand.id);
       }
-      progress(name, static_cast<std::int64_t>(cands.size()));
-      if (cands.size() < options.batch_size) break;
+      progress(name, static_cast<std::int64_t>(seen.acted.size()));
+      if (seen.rows < options.batch_size) break;
     }
   };
 
@@ -567,9 +647,9 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
   auto message_counts = [&](Connection& c, const std::vector<long long>& ids) {
     std::map<long long, std::pair<long long, long long>> out;
     Stmt s(c, fmt::format("SELECT conversation_id, COUNT(*), COALESCE(SUM({}), 0) FROM messages "
-                          "WHERE conversation_id IN ({}) GROUP BY conversation_id",
-                          content_bytes(backend), placeholders(ids.size())));
-    bind_ids(s, ids);
+                          "WHERE conversation_id{} GROUP BY conversation_id",
+                          content_bytes(backend), in_ids(backend)));
+    bind_ids(s, backend, ids);
     long long id = 0, n = 0, bytes = 0;
     s.out(id).out(n).out(bytes);
     while (s.next()) out[id] = {n, bytes};
@@ -579,7 +659,7 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
                       std::optional<Timestamp> first = std::nullopt) {
     Stmt s(c, sql);
     if (first) s.in(*first);
-    bind_ids(s, ids);
+    bind_ids(s, backend, ids);
     s.one();
   };
 
@@ -588,10 +668,35 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
     const Timestamp cutoff = at - completed_age;
     const RetentionAction action = policy.completed_action;
     std::string predicate = "c.status = 'completed' AND c.updated_at < :cut";
-    if (action == RetentionAction::anonymize) predicate += " AND c.anonymized_at IS NULL";
+    if (action == RetentionAction::anonymize) {
+      // Not yet anonymized, or text came back since: appends and edits
+      // (append_content and update_message touch only the message).
+      predicate +=
+          " AND (c.anonymized_at IS NULL OR c.updated_at > c.anonymized_at OR EXISTS (SELECT 1 "
+          "FROM messages m WHERE m.conversation_id = c.id AND (m.content <> '' OR m.updated_at > "
+          "c.anonymized_at)) OR EXISTS (SELECT 1 FROM conversation_data d WHERE "
+          "d.conversation_id = c.id AND d.created_at > c.anonymized_at) OR EXISTS (SELECT 1 FROM "
+          "agent_questions q WHERE q.conversation_id = c.id AND (q.question <> '' OR q.answer <> "
+          "'')) OR EXISTS (SELECT 1 FROM review_items r WHERE r.conversation_id = c.id AND "
+          "(r.suggested_text <> '' OR r.edited_text <> '')))";
+    }
     phase(
         Phase::completed, "completed", predicate, [&](Stmt& s) { s.in(cutoff); },
         [&](Connection& c, const std::vector<Candidate>& cands, const std::vector<long long>& ids) {
+          if (!dry && action == RetentionAction::archive && backend == Backend::postgresql) {
+            // An edit (append_content, update_message, answer) locks only
+            // its row: wait for those in flight before copying, so that the
+            // copy is what is deleted. New rows wait for the conversation's
+            // lock (their foreign key).
+            for (const char* table : {"messages", "conversation_data", "agent_questions"}) {
+              Stmt s(c, fmt::format("SELECT COUNT(*) FROM (SELECT id FROM {} WHERE "
+                                    "conversation_id{} ORDER BY id FOR UPDATE) x",
+                                    table, in_ids(backend)));
+              bind_ids(s, backend, ids);
+              long long n = 0;
+              s.out(n).one();
+            }
+          }
           auto counts = message_counts(c, ids);
           for (const auto& cand : cands) {
             RetentionCounts d;
@@ -615,14 +720,14 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
             }
             record(cand, d);
           }
-          const std::string in = placeholders(ids.size());
+          const std::string in = in_ids(backend);
           if (action != RetentionAction::anonymize && policy.remove_orphans && dry) {
             // Session state of these conversations becomes orphaned.
             Stmt s(c, fmt::format("SELECT COUNT(*) FROM agent_states WHERE scope_kind = "
                                   "'session' AND scope_key IN (SELECT key FROM conversations "
-                                  "WHERE id IN ({}) AND key IS NOT NULL)",
+                                  "WHERE id{} AND key IS NOT NULL)",
                                   in));
-            bind_ids(s, ids);
+            bind_ids(s, backend, ids);
             long long n = 0;
             s.out(n).one();
             report.orphaned_states += n;
@@ -634,7 +739,7 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
               exec_ids(
                   c,
                   fmt::format("INSERT INTO archived_{} ({}, archived_at) SELECT {}, {} FROM "
-                              "{} WHERE {} IN ({})",
+                              "{} WHERE {}{}",
                               table, list, list,
                               backend == Backend::postgresql ? "CAST(:at AS TIMESTAMPTZ)" : ":at",
                               table, key, in),
@@ -648,34 +753,33 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
           if (action == RetentionAction::anonymize) {
             exec_ids(c,
                      fmt::format("UPDATE messages SET content = '', tool_args = NULL, metadata = "
-                                 "'{{}}' WHERE conversation_id IN ({})",
+                                 "'{{}}' WHERE conversation_id{}",
                                  in),
                      ids);
             exec_ids(c,
                      fmt::format("UPDATE conversation_data SET data = '{{}}' WHERE "
-                                 "conversation_id IN ({})",
+                                 "conversation_id{}",
                                  in),
                      ids);
             exec_ids(c,
                      fmt::format("UPDATE agent_questions SET question = '', answer = CASE WHEN "
-                                 "answer IS NULL THEN NULL ELSE '' END WHERE conversation_id IN "
-                                 "({})",
+                                 "answer IS NULL THEN NULL ELSE '' END WHERE conversation_id{}",
                                  in),
                      ids);
             exec_ids(c,
                      fmt::format("UPDATE review_items SET suggested_text = '', edited_text = "
                                  "CASE WHEN edited_text IS NULL THEN NULL ELSE '' END WHERE "
-                                 "conversation_id IN ({})",
+                                 "conversation_id{}",
                                  in),
                      ids);
             exec_ids(c,
                      fmt::format("UPDATE conversations SET anonymized_at = :at, title = NULL "
-                                 "WHERE id IN ({})",
+                                 "WHERE id{}",
                                  in),
                      ids, at);
             return;
           }
-          exec_ids(c, fmt::format("DELETE FROM conversations WHERE id IN ({})", in), ids);
+          exec_ids(c, fmt::format("DELETE FROM conversations WHERE id{}", in), ids);
         });
   }
 
@@ -689,18 +793,18 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
           // Older than the newest `keep` messages and than the newest turn
           // (from the newest user message on), and not a system message.
           const std::string trimmed = fmt::format(
-              "m.conversation_id IN ({}) AND m.role <> 'system' AND m.id < COALESCE((SELECT "
+              "m.conversation_id{} AND m.role <> 'system' AND m.id < COALESCE((SELECT "
               "MAX(x.id) FROM messages x WHERE x.conversation_id = m.conversation_id AND x.role "
               "= 'user'), (SELECT MAX(x.id) FROM messages x WHERE x.conversation_id = "
               "m.conversation_id)) AND m.id < (SELECT x.id FROM messages x WHERE "
               "x.conversation_id = m.conversation_id ORDER BY x.id DESC LIMIT 1 OFFSET :skip)",
-              placeholders(ids.size()));
+              in_ids(backend));
           std::map<long long, std::pair<long long, long long>> counts;
           {
             Stmt s(c, fmt::format("SELECT m.conversation_id, COUNT(*), COALESCE(SUM({}), 0) "
                                   "FROM messages m WHERE {} GROUP BY m.conversation_id",
                                   content_bytes(backend), trimmed));
-            bind_ids(s, ids);
+            bind_ids(s, backend, ids);
             s.in(keep - 1);
             long long id = 0, n = 0, bytes = 0;
             s.out(id).out(n).out(bytes);
@@ -722,15 +826,15 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
             Stmt s(c, fmt::format("DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
                                   "WHERE {})",
                                   trimmed));
-            bind_ids(s, ids);
+            bind_ids(s, backend, ids);
             s.in(keep - 1);
             s.one();
           }
           exec_ids(c,
                    fmt::format("UPDATE conversations SET message_count = (SELECT COUNT(*) FROM "
                                "messages m WHERE m.conversation_id = conversations.id), version = "
-                               "version + 1 WHERE id IN ({})",
-                               placeholders(touched.size())),
+                               "version + 1 WHERE id{}",
+                               in_ids(backend)),
                    touched);
         });
   }
@@ -750,8 +854,8 @@ RetentionReport RetentionStore::run(const RetentionPolicy& policy, const Retenti
           if (dry) return;
           exec_ids(c,
                    fmt::format("UPDATE conversations SET status = 'abandoned', version = version "
-                               "+ 1, updated_at = :at WHERE id IN ({})",
-                               placeholders(ids.size())),
+                               "+ 1, updated_at = :at WHERE id{}",
+                               in_ids(backend)),
                    ids, at);
         });
   }
@@ -842,7 +946,10 @@ LegalHold decode_hold(const HoldRow& r) {
 
 LegalHold RetentionStore::hold(ConversationId id, std::string_view reason) {
   check_reason(reason);
-  static const Sql exists{"SELECT 1 FROM conversations WHERE id = :id"};
+  // FOR UPDATE: a retention batch or forget_user that locks the
+  // conversation waits for the hold to commit and then sees it.
+  static const Sql exists{"SELECT 1 FROM conversations WHERE id = :id",
+                          "SELECT 1 FROM conversations WHERE id = :id FOR UPDATE"};
   static const Sql q{
       "INSERT INTO legal_holds (conversation_id, reason, created_at) VALUES (:c, :r, :t) "
       "ON CONFLICT (conversation_id) WHERE conversation_id IS NOT NULL DO UPDATE SET reason = "
@@ -860,7 +967,9 @@ LegalHold RetentionStore::hold(ConversationId id, std::string_view reason) {
 
 LegalHold RetentionStore::hold_user(UserId id, std::string_view reason) {
   check_reason(reason);
-  static const Sql exists{"SELECT 1 FROM users WHERE id = :id"};
+  // FOR UPDATE: see hold().
+  static const Sql exists{"SELECT 1 FROM users WHERE id = :id",
+                          "SELECT 1 FROM users WHERE id = :id FOR UPDATE"};
   static const Sql q{
       "INSERT INTO legal_holds (user_id, reason, created_at) VALUES (:u, :r, :t) "
       "ON CONFLICT (user_id) WHERE user_id IS NOT NULL DO UPDATE SET reason = "
@@ -876,21 +985,35 @@ LegalHold RetentionStore::hold_user(UserId id, std::string_view reason) {
   });
 }
 
+// False when there was no hold; an unknown conversation or user is
+// Error(not_found), as the class comment says.
 bool RetentionStore::release(ConversationId id) {
   static const Sql q{"DELETE FROM legal_holds WHERE conversation_id = :c"};
-  return impl_->single(Op{"release hold", "conversation", id}, [&](Connection& c) {
+  static const Sql exists{"SELECT 1 FROM conversations WHERE id = :id"};
+  return impl_->write(Op{"release hold", "conversation", id}, [&](Connection& c) {
     Stmt s(c, q);
     s.in(static_cast<long long>(id)).one();
-    return s.affected() > 0;
+    if (s.affected() > 0) return true;
+    int one = 0;
+    if (!Stmt(c, exists).in(static_cast<long long>(id)).out(one).one()) {
+      throw Error(ErrorCode::not_found, fmt::format("conversation {} not found", id));
+    }
+    return false;
   });
 }
 
 bool RetentionStore::release_user(UserId id) {
   static const Sql q{"DELETE FROM legal_holds WHERE user_id = :u"};
-  return impl_->single(Op{"release hold", "user", id}, [&](Connection& c) {
+  static const Sql exists{"SELECT 1 FROM users WHERE id = :id"};
+  return impl_->write(Op{"release hold", "user", id}, [&](Connection& c) {
     Stmt s(c, q);
     s.in(static_cast<long long>(id)).one();
-    return s.affected() > 0;
+    if (s.affected() > 0) return true;
+    int one = 0;
+    if (!Stmt(c, exists).in(static_cast<long long>(id)).out(one).one()) {
+      throw Error(ErrorCode::not_found, fmt::format("user {} not found", id));
+    }
+    return false;
   });
 }
 
@@ -903,14 +1026,16 @@ std::vector<LegalHold> RetentionStore::holds() {
 }
 
 bool RetentionStore::is_held(ConversationId id) {
+  // NULL for an unknown conversation, else 0 or 1.
   static const Sql q{
-      "SELECT COUNT(*) FROM conversations c WHERE c.id = :id AND (EXISTS (SELECT 1 FROM "
-      "legal_holds h WHERE h.conversation_id = c.id) OR EXISTS (SELECT 1 FROM legal_holds h "
-      "WHERE h.user_id = c.user_id))"};
+      "SELECT (SELECT CASE WHEN EXISTS (SELECT 1 FROM legal_holds h WHERE h.conversation_id = "
+      "c.id) OR EXISTS (SELECT 1 FROM legal_holds h WHERE h.user_id = c.user_id) THEN 1 ELSE 0 "
+      "END FROM conversations c WHERE c.id = :id)"};
   return impl_->read(Op{"is held", "conversation", id}, [&](Connection& c) {
-    long long n = 0;
-    Stmt(c, q).in(static_cast<long long>(id)).out(n).one();
-    return n > 0;
+    std::optional<long long> held;
+    Stmt(c, q).in(static_cast<long long>(id)).out(held).one();
+    if (!held) throw Error(ErrorCode::not_found, fmt::format("conversation {} not found", id));
+    return *held != 0;
   });
 }
 
@@ -935,13 +1060,31 @@ Json RetentionStore::export_user(UserId id) {
   });
 }
 
+namespace {
+const char* const kWalNote =
+    "the SQLite WAL could not be checkpointed now (a reader was in the way): earlier page "
+    "images of the deleted rows stay in it until the next checkpoint";
+}  // namespace
+
 ForgetReceipt RetentionStore::forget_user(UserId id) {
   const bool sqlite = impl_->backend() == Backend::sqlite;
   ForgetReceipt receipt = impl_->write(Op{"forget user", "user", id}, [&](Connection& c) {
-    static const Sql user{"SELECT 1 FROM users WHERE id = :u"};
+    // PostgreSQL: the user and its conversations are locked before the
+    // holds are checked (hold and hold_user lock the row they attach to), so
+    // a hold committed meanwhile is seen and none can be added until this
+    // commits; no conversation can be added either.
+    static const Sql user{"SELECT 1 FROM users WHERE id = :u",
+                          "SELECT 1 FROM users WHERE id = :u FOR UPDATE"};
     int one = 0;
     if (!Stmt(c, user).in(static_cast<long long>(id)).out(one).one()) {
       throw Error(ErrorCode::not_found, fmt::format("user {} not found", id));
+    }
+    if (!sqlite) {
+      static const Sql lock{
+          "SELECT COUNT(*) FROM (SELECT id FROM conversations WHERE user_id = :u ORDER BY id FOR "
+          "UPDATE) x"};
+      long long n = 0;
+      Stmt(c, lock).in(static_cast<long long>(id)).out(n).one();
     }
     static const Sql held{
         "SELECT reason, conversation_id FROM legal_holds WHERE user_id = :u OR conversation_id "
@@ -959,20 +1102,32 @@ ForgetReceipt RetentionStore::forget_user(UserId id) {
                                              id, *conversation, reason)
                                : fmt::format("user {} is under legal hold ({})", id, reason));
     }
-    // Deleted content is overwritten, not left in free pages.
+    // Deleted content is overwritten, not left in free pages; switched off
+    // again however this ends (the connection is reused).
+    struct SecureDelete {
+      Connection& c;
+      bool on;
+      ~SecureDelete() {
+        if (!on) return;
+        try {
+          c.execute_once("PRAGMA secure_delete = OFF");
+        } catch (...) {
+          // the connection is broken: it is not reused either
+        }
+      }
+    } secure{c, sqlite};
     if (sqlite) c.execute_once("PRAGMA secure_delete = ON");
     ForgetReceipt r;
     r.user_id = id;
     for (const auto& owned : owned_tables()) {
-      long long n = 0;
-      Stmt count(c, fmt::format("SELECT COUNT(*) FROM {} WHERE {}", owned.table.name,
-                                numbered(owned.where)));
-      bind_owned(count, owned.where, id);
-      count.out(n).one();
-      if (n == 0) continue;
+      // Never deleted here: there is none (refused above), and a hold is
+      // only ever removed by release.
+      if (std::string_view(owned.table.name) == "legal_holds") continue;
       Stmt del(c, fmt::format("DELETE FROM {} WHERE {}", owned.table.name, numbered(owned.where)));
       bind_owned(del, owned.where, id);
       del.one();
+      const long long n = del.affected();
+      if (n == 0) continue;
       r.rows[owned.table.name] = n;
       r.total += n;
     }
@@ -995,17 +1150,26 @@ ForgetReceipt RetentionStore::forget_user(UserId id) {
         "tasks name no user (payloads and dedupe keys are the application's): none removed");
     r.notes.push_back(
         "session cache keys are the application's and name no user: none removed (they expire)");
-    if (sqlite) c.execute_once("PRAGMA secure_delete = OFF");
+    r.notes.push_back(
+        "session agent state is found by the keys of the user's live and archived "
+        "conversations: the state of a conversation deleted earlier names no user and is not "
+        "removed (a retention run with remove_orphans removes it)");
     return r;
   });
   if (sqlite && impl_->current() == nullptr) {
     // The WAL keeps earlier page images until it is checkpointed and reset
     // (inside Store::transaction nothing is committed yet: not now).
     try {
-      impl_->read(Op{"forget user"},
-                  [&](Connection& c) { c.execute_once("PRAGMA wal_checkpoint(TRUNCATE)"); });
+      // A reader in the way leaves part of the WAL in place (busy = 1).
+      const int busy = impl_->read(Op{"forget user"}, [&](Connection& c) {
+        int b = 0;
+        long long log = 0, done = 0;
+        Stmt(c, std::string("PRAGMA wal_checkpoint(TRUNCATE)")).out(b).out(log).out(done).one();
+        return b;
+      });
+      if (busy != 0) receipt.notes.push_back(kWalNote);
     } catch (const Error&) {
-      receipt.notes.push_back("the SQLite WAL could not be checkpointed now");
+      receipt.notes.push_back(kWalNote);
     }
   }
   return receipt;

@@ -3,8 +3,12 @@
 // Retention runs, legal holds, a user's data (export, forget), storage stats.
 #include <fmt/format.h>
 
+#include <exception>
+#include <functional>
+#include <future>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "support.hpp"
 
@@ -95,6 +99,94 @@ bool stored_in_any_table(const testing::TestDb& db, const std::string& text) {
     if (testing::stored_anywhere(db, t, text)) return true;
   }
   return false;
+}
+
+// Runs `body` in a Store::transaction of `store` on a thread of its own and
+// keeps the transaction open (body done, nothing committed) until commit().
+class OpenTransaction {
+ public:
+  OpenTransaction(Store& store, std::function<void()> body) {
+    auto done = body_done_.get_future();
+    auto go = go_.get_future();
+    thread_ = std::thread([this, &store, body = std::move(body), go = std::move(go)]() mutable {
+      bool signalled = false;
+      try {
+        store.transaction([&] {
+          body();
+          signalled = true;
+          body_done_.set_value();
+          go.wait();
+        });
+      } catch (...) {
+        if (signalled) {
+          error_ = std::current_exception();
+        } else {
+          body_done_.set_exception(std::current_exception());
+        }
+      }
+    });
+    try {
+      done.get();
+    } catch (...) {
+      thread_.join();
+      throw;
+    }
+  }
+  ~OpenTransaction() {
+    if (thread_.joinable()) commit();
+  }
+  void commit() {
+    go_.set_value();
+    thread_.join();
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::promise<void> body_done_, go_;
+  std::thread thread_;
+  std::exception_ptr error_;
+};
+
+// Runs `f` on a thread of its own; get() joins and returns what it threw.
+class Background {
+ public:
+  explicit Background(std::function<void()> f)
+      : thread_([this, f = std::move(f)] {
+          try {
+            f();
+          } catch (...) {
+            error_ = std::current_exception();
+          }
+        }) {}
+  ~Background() {
+    if (thread_.joinable()) thread_.join();
+  }
+  std::exception_ptr get() {
+    thread_.join();
+    return error_;
+  }
+
+ private:
+  std::exception_ptr error_;
+  std::thread thread_;
+};
+
+// PostgreSQL: returns once a session that uses this test's conversations
+// table waits for a lock (another statement is blocked behind an open
+// transaction). SQLite: returns at once (the blocked writer waits in its busy
+// handler, whatever the order).
+void wait_for_a_lock_wait(const testing::TestDb& db) {
+  if (db.backend() == "sqlite") return;
+  for (int i = 0; i < 3000; ++i) {
+    if (testing::raw_exec(db,
+                          "SELECT COUNT(*) FROM pg_locks w WHERE NOT w.granted AND w.pid IN "
+                          "(SELECT pid FROM pg_locks WHERE locktype = 'relation' AND relation = "
+                          "'conversations'::regclass)") != "0") {
+      return;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  FAIL("no session waited for a lock");
 }
 
 }  // namespace
@@ -523,6 +615,157 @@ TEST_CASE_TEMPLATE("Retention works in batches, each its own transaction", B, CO
   }
 }
 
+TEST_CASE_TEMPLATE("A hold committed while a retention batch waits for it is kept, with its data",
+                   B, CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  Store other = db.open();
+  const auto u = f.user("u1");
+  const auto u2 = f.user("u2");
+  const auto c = f.conv(u, ConversationStatus::completed, T0 - days(31), 2);
+  const auto unheld = f.conv(u2, ConversationStatus::completed, T0 - days(31), 2);
+  RetentionPolicy p;
+  p.completed_older_than = days(30);
+  bool user_hold = false;
+  SUBCASE("a conversation hold") {}
+  SUBCASE("a user hold") { user_hold = true; }
+  RetentionReport report;
+  {
+    OpenTransaction hold(other, [&] {
+      if (user_hold) {
+        other.retention().hold_user(u, "late subpoena");
+      } else {
+        other.retention().hold(c, "late subpoena");
+      }
+    });
+    Background run([&] { report = f.store.retention().run(p, at(T0)); });
+    wait_for_a_lock_wait(db);  // the batch waits for the hold's transaction
+    hold.commit();
+    auto error = run.get();
+    if (error) std::rethrow_exception(error);
+  }
+  CHECK(f.exists(c));
+  CHECK(count(db, "messages", "conversation_id = " + std::to_string(c)) == 2);
+  REQUIRE(f.store.retention().holds().size() == 1);
+  CHECK(f.store.retention().holds()[0].reason == "late subpoena");
+  CHECK(f.store.retention().is_held(c));
+  CHECK_FALSE(f.exists(unheld));
+  CHECK(report.totals.conversations_deleted == 1);
+}
+
+TEST_CASE_TEMPLATE("forget_user refuses a hold committed while it waits, and keeps the hold", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  Store other = db.open();
+  const auto u = f.user("u1");
+  const auto c = f.conv(u, ConversationStatus::completed, T0 - days(31), 2);
+  std::exception_ptr error;
+  {
+    OpenTransaction hold(other, [&] { other.retention().hold(c, "late subpoena"); });
+    Background forget([&] { f.store.retention().forget_user(u); });
+    wait_for_a_lock_wait(db);  // forget waits for the hold's transaction
+    hold.commit();
+    error = forget.get();
+  }
+  REQUIRE(error);
+  CHECK_ERROR_CODE(std::rethrow_exception(error), ErrorCode::failed_precondition);
+  CHECK(f.exists(c));
+  CHECK(f.store.conversations().get_user(u));
+  CHECK(count(db, "messages", "conversation_id = " + std::to_string(c)) == 2);
+  REQUIRE(f.store.retention().holds().size() == 1);
+  CHECK(f.store.retention().holds()[0].conversation_id == std::optional<ConversationId>(c));
+}
+
+TEST_CASE_TEMPLATE("Text added to an anonymized conversation is blanked by the next run", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  const auto u = f.user("u1");
+  const auto c = f.conv(u, ConversationStatus::completed, T0 - days(31), 2);
+  RetentionPolicy p;
+  p.completed_older_than = days(30);
+  p.completed_action = RetentionAction::anonymize;
+  CHECK(f.store.retention().run(p, at(T0)).totals.conversations_anonymized == 1);
+  CHECK(f.store.retention().run(p, at(T0)).totals.conversations_anonymized == 0);  // nothing new
+
+  // Text comes back: an appended message, and a delta on an earlier one
+  // (which touches only the message).
+  const auto first = f.store.conversations().history(c)[0];
+  f.store.conversations().append(c, msg(Role::user, "zqx second secret"));
+  f.store.conversations().append_content(first.id, "zqx late secret");
+  set_updated(db, c, T0 - days(31));
+  CHECK(count(db, "messages", "content <> ''") == 2);
+
+  auto dry = f.store.retention().run(p, at(T0, true));
+  CHECK(dry.totals.conversations_anonymized == 1);
+  CHECK(dry.totals.messages_anonymized == 3);
+  auto r = f.store.retention().run(p, at(T0));
+  CHECK(r.totals == dry.totals);
+  CHECK(count(db, "messages", "content <> ''") == 0);
+  for (const auto& m : f.store.conversations().history(c)) CHECK(m.content.empty());
+  CHECK(f.store.retention().run(p, at(T0)).totals.conversations_anonymized == 0);
+}
+
+TEST_CASE_TEMPLATE("A retention batch of more ids than the backends bind parameters works", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  const long long n = 70000;  // over PostgreSQL's 65,535 and SQLite's 32,766 parameters
+  const std::string old = q(to_iso8601(T0 - days(31)));
+  const std::string rows = "SELECT 'bulk', 'completed', " + old + ", " + old;
+  if (db.backend() == "sqlite") {
+    testing::raw_exec(db,
+                      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE "
+                      "i < " +
+                          std::to_string(n) +
+                          ") INSERT INTO conversations (channel, status, created_at, "
+                          "updated_at) " +
+                          rows + " FROM n");
+  } else {
+    testing::raw_exec(db, "INSERT INTO conversations (channel, status, created_at, updated_at) " +
+                              rows + " FROM generate_series(1, " + std::to_string(n) + ")");
+  }
+  REQUIRE(count(db, "conversations") == n);
+  RetentionPolicy p;
+  p.completed_older_than = days(30);
+  RetentionRun run = at(T0, true);
+  run.batch_size = 100000;
+  auto dry = f.store.retention().run(p, run);
+  CHECK(dry.totals.conversations_deleted == n);
+  run.dry_run = false;
+  auto r = f.store.retention().run(p, run);
+  CHECK(r.totals.conversations_deleted == n);
+  CHECK(r.batches == 1);
+  CHECK(count(db, "conversations") == 0);
+}
+
+TEST_CASE_TEMPLATE("Archiving waits for an edit in flight and archives the edited text", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Fixture f(db);
+  Store other = db.open();
+  const auto u = f.user("u1");
+  const auto c = f.conv(u, ConversationStatus::completed, T0 - days(8), 2);
+  const auto first = f.store.conversations().history(c)[0];
+  RetentionPolicy p;
+  p.completed_older_than = days(7);
+  p.completed_action = RetentionAction::archive;
+  {
+    OpenTransaction edit(other,
+                         [&] { other.conversations().append_content(first.id, " and more"); });
+    Background run([&] { f.store.retention().run(p, at(T0)); });
+    wait_for_a_lock_wait(db);  // archiving waits for the edit's transaction
+    edit.commit();
+    auto error = run.get();
+    if (error) std::rethrow_exception(error);
+  }
+  CHECK_FALSE(f.exists(c));
+  CHECK(count(db, "messages") == 0);
+  CHECK(testing::raw_exec(db, "SELECT content FROM archived_messages WHERE id = " +
+                                  std::to_string(first.id)) == first.content + " and more");
+}
+
 TEST_CASE_TEMPLATE("Retention refuses bad input and writes nothing", B, CONVSTORE_BACKENDS) {
   CONVSTORE_TEST_DB(db);
   Fixture f(db);
@@ -550,6 +793,12 @@ TEST_CASE_TEMPLATE("Retention refuses bad input and writes nothing", B, CONVSTOR
   CHECK_ERROR_CODE(r.hold(c, ""), ErrorCode::invalid_argument);
   CHECK_ERROR_CODE(r.hold(c + 100, "x"), ErrorCode::not_found);
   CHECK_ERROR_CODE(r.hold_user(u + 100, "x"), ErrorCode::not_found);
+  CHECK_ERROR_CODE(r.release(c + 100), ErrorCode::not_found);
+  CHECK_ERROR_CODE(r.release_user(u + 100), ErrorCode::not_found);
+  CHECK_ERROR_CODE(r.is_held(c + 100), ErrorCode::not_found);
+  CHECK_FALSE(r.release(c));  // known, not held
+  CHECK_FALSE(r.release_user(u));
+  CHECK_FALSE(r.is_held(c));
   CHECK(r.holds().empty());
   CHECK_ERROR_CODE(r.export_user(u + 100), ErrorCode::not_found);
   CHECK_ERROR_CODE(r.forget_user(u + 100), ErrorCode::not_found);
@@ -608,10 +857,19 @@ void fill_user(Fixture& f, UserId u, const std::string& marker, const std::strin
   ev.start = T0;
   ev.end = T0 + 1h;
   f.store.calendar().create(ev);
-  // A second conversation (archived by the test).
+  NewOperationTemplate tpl;
+  tpl.user_id = u;
+  tpl.kind = "expense";
+  tpl.name = marker + " template";
+  tpl.sample_input = marker + " sample";
+  tpl.expected_output = Json{{"x", marker + " output"}};
+  f.store.templates().add(tpl);
+  // A second conversation (archived by the test), with session state.
   nc.key = key + "-old";
   nc.title = marker + " old title";
   cs.start(nc);
+  f.store.agents().save_state(StateScope::session(key + "-old"), "A",
+                              Json{{"x", marker + " old ss"}});
 }
 
 }  // namespace
@@ -652,8 +910,9 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(doc["messages"][0]["content"] == "zqxalicemark message");
   CHECK(doc["conversation_data"][0]["data"]["note"] == "zqxalicemark data");
   CHECK(doc["agent_questions"][0]["question"] == "zqxalicemark question");
-  CHECK(doc["agent_states"].size() == 2 + 1);  // conversation, session, named
-  CHECK(doc["agent_state_history"].size() >= 3);
+  // conversation, session, named, and the archived conversation's session
+  CHECK(doc["agent_states"].size() == 2 + 1 + 1);
+  CHECK(doc["agent_state_history"].size() >= 4);
   REQUIRE(doc["web_sessions"].size() == 1);
   CHECK(doc["web_sessions"][0]["device_info"]["ua"] == "zqxalicemark browser");
   CHECK_FALSE(doc["web_sessions"][0].contains("access_hash"));
@@ -665,6 +924,9 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(doc["calendar_events"][0]["title"] == "zqxalicemark meeting");
   CHECK(doc["archived_conversations"].size() == 1);
   CHECK(doc["archived_messages"][0]["content"] == "zqxalicemark archived");
+  REQUIRE(doc["operation_templates"].size() == 1);
+  CHECK(doc["operation_templates"][0]["name"] == "zqxalicemark template");
+  CHECK(doc["operation_templates"][0]["expected_output"]["x"] == "zqxalicemark output");
   const std::string text = doc.dump();
   CHECK(text.find("zqxbobmark") == std::string::npos);
   CHECK(text.find("s3cr3t") == std::string::npos);
@@ -692,7 +954,7 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(receipt.rows["messages"] == 1);
   CHECK(receipt.rows["conversation_data"] == 1);
   CHECK(receipt.rows["agent_questions"] == 1);
-  CHECK(receipt.rows["agent_states"] == 3);
+  CHECK(receipt.rows["agent_states"] == 4);
   CHECK(receipt.rows["agent_state_history"] ==
         static_cast<long long>(doc["agent_state_history"].size()));
   CHECK(receipt.rows["web_sessions"] == 1);
@@ -702,6 +964,8 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(receipt.rows["calendar_events"] == 1);
   CHECK(receipt.rows["archived_conversations"] == 1);
   CHECK(receipt.rows["archived_messages"] == 1);
+  CHECK(receipt.rows["operation_templates"] == 1);
+  CHECK(receipt.rows.count("legal_holds") == 0);
   CHECK_FALSE(receipt.notes.empty());
   long long total = 0;
   for (const auto& [t, n] : receipt.rows) total += n;
@@ -713,7 +977,8 @@ TEST_CASE_TEMPLATE("export_user and forget_user cover every row of the user", B,
   CHECK(stored_in_any_table(db, "zqxbobmark"));
   auto bobs = f.store.retention().export_user(bob);
   CHECK(bobs["messages"].size() == 1);
-  CHECK(bobs["agent_states"].size() == 3);
+  CHECK(bobs["agent_states"].size() == 4);
+  CHECK(bobs["operation_templates"].size() == 1);
   CHECK(bobs["archived_messages"].size() == 1);
   CHECK(bobs["calendar_events"].size() == 1);
   CHECK_ERROR_CODE(f.store.retention().export_user(alice), ErrorCode::not_found);
