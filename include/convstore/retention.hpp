@@ -181,11 +181,12 @@ class CONVSTORE_EXPORT RetentionStore {
 
   // Everything stored for the user as one JSON object: user, conversations
   // (each with messages, snapshots, questions, dialog, review items),
-  // agent state (conversation-scoped, session-scoped by their conversations'
-  // keys, and named "user:<id>") with history, web sessions (no token
-  // hashes), credentials (name and metadata, no secret), calendar events,
-  // legal holds, archived conversations with their rows. Error(not_found)
-  // for an unknown user.
+  // agent state (conversation-scoped, session-scoped by the keys of their
+  // conversations, live or archived, and named "user:<id>") with history,
+  // web sessions (no token hashes), credentials (name and metadata, no
+  // secret), calendar events, operation templates they own, legal holds,
+  // archived conversations with their rows. Error(not_found) for an unknown
+  // user.
   Json export_user(UserId id);
 
   // Deletes every row of the user in one transaction (see export_user for
