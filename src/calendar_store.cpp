@@ -11,6 +11,7 @@
 #include "calendar_detail.hpp"
 #include "store_helpers.hpp"
 #include "store_impl.hpp"
+#include "text_words.hpp"
 
 namespace convstore {
 
@@ -135,33 +136,13 @@ std::string new_uid() {
   return fmt::format("{:016x}{:016x}@convstore", rng(), rng());
 }
 
-// The words of a text for search: runs of letters and digits (any byte of a
-// multi-byte UTF-8 character counts as a letter), ASCII lower-cased. Events
-// store theirs (search_words) and queries use the same function, so both
-// indexes see plain words separated by spaces and split them alike.
-std::vector<std::string> words_of(std::string_view text) {
-  std::vector<std::string> words;
-  std::string word;
-  for (char ch : text) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c >= 0x80 || std::isalnum(c)) {
-      word += static_cast<char>(std::tolower(c));
-    } else if (!word.empty()) {
-      words.push_back(std::move(word));
-      word.clear();
-    }
-  }
-  if (!word.empty()) words.push_back(std::move(word));
-  return words;
-}
-
 // The normalized words of an event, capped so that no index refuses them
 // (PostgreSQL's tsvector has a 1 MB limit).
 std::string search_words(const CalendarEvent& e) {
   constexpr std::size_t kMax = 65536;
   std::string out;
   for (const auto* text : {&e.title, &e.description, &e.location}) {
-    for (auto& w : words_of(*text)) {
+    for (auto& w : detail::words_of(*text)) {
       if (w.size() > 200) continue;  // no word that long is searched for
       if (out.size() + w.size() + 1 > kMax) return out;
       if (!out.empty()) out += ' ';
@@ -868,7 +849,7 @@ std::vector<CalendarEvent> CalendarStore::search(std::optional<UserId> owner, st
   if (limit == 0 || limit > 10000) {
     throw Error(ErrorCode::invalid_argument, fmt::format("limit {} is outside 1..10000", limit));
   }
-  auto words = words_of(text);
+  auto words = detail::words_of(text);
   if (words.empty()) {
     throw Error(ErrorCode::invalid_argument, fmt::format("search text '{}' has no word", text));
   }

@@ -14,6 +14,7 @@
 #include "db/codec.hpp"
 #include "store_helpers.hpp"
 #include "store_impl.hpp"
+#include "text_words.hpp"
 
 namespace convstore {
 
@@ -40,25 +41,6 @@ struct Term {
   std::vector<std::string> words;
   bool prefix = false;
 };
-
-// Runs of ASCII letters and digits and of multi-byte UTF-8 characters,
-// ASCII lower-cased: the words of a term. They never hold a quote, a
-// backslash or any other character with a meaning in FTS5 or tsquery syntax.
-std::vector<std::string> words_of(std::string_view text) {
-  std::vector<std::string> words;
-  std::string word;
-  for (char ch : text) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c >= 0x80 || std::isalnum(c)) {
-      word += static_cast<char>(std::tolower(c));
-    } else if (!word.empty()) {
-      words.push_back(std::move(word));
-      word.clear();
-    }
-  }
-  if (!word.empty()) words.push_back(std::move(word));
-  return words;
-}
 
 bool is_space(char ch) {
   auto c = static_cast<unsigned char>(ch);
@@ -97,7 +79,7 @@ std::vector<Term> parse_terms(std::string_view text) {
       i = j;
       t.prefix = t.raw.back() == '*';
     }
-    t.words = words_of(t.raw);
+    t.words = detail::words_of(t.raw);
     if (!t.words.empty()) terms.push_back(std::move(t));
   }
   return terms;

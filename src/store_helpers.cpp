@@ -1,9 +1,11 @@
 // Copyright (c) the convstore authors.
 // SPDX-License-Identifier: MIT
 #include "store_helpers.hpp"
+#include "text_words.hpp"
 
 #include <fmt/format.h>
 
+#include <cctype>
 #include <charconv>
 
 namespace convstore::detail {
@@ -102,6 +104,22 @@ void check_id(std::string_view id, std::string_view what, std::size_t max_chars)
                   fmt::format("{} contains a control character (0x{:02x})", what, c));
     }
   }
+}
+
+std::vector<std::string> words_of(std::string_view text) {
+  std::vector<std::string> words;
+  std::string word;
+  for (char ch : text) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x80 || std::isalnum(c)) {
+      word += static_cast<char>(std::tolower(c));
+    } else if (!word.empty()) {
+      words.push_back(std::move(word));
+      word.clear();
+    }
+  }
+  if (!word.empty()) words.push_back(std::move(word));
+  return words;
 }
 
 }  // namespace convstore::detail
