@@ -257,18 +257,24 @@ struct Owned {
 // Every table with a user link, children before their parents (the order
 // forget_user deletes in).
 const std::vector<Owned>& owned_tables() {
-  static const std::vector<Owned> t{
-      {{"agent_state_history",
+  // Built call by call: one braced initializer of the whole list makes
+  // GCC 12 at -O3 warn (wrongly) of uninitialized vectors.
+  static const std::vector<Owned> t = [] {
+    std::vector<Owned> v;
+    auto add = [&v](const char* name, std::vector<Column> columns, std::string where) {
+      v.push_back(Owned{Table{name, std::move(columns)}, std::move(where)});
+    };
+    add("agent_state_history",
         {{"scope_kind", 't'},
          {"scope_key", 't'},
          {"agent", 't'},
          {"version", 'i'},
          {"state", 'j'},
-         {"saved_at", 'd'}}},
-       "EXISTS (SELECT 1 FROM agent_states s WHERE s.scope_kind = "
-       "agent_state_history.scope_kind AND s.scope_key = agent_state_history.scope_key AND "
-       "s.agent = agent_state_history.agent AND " CS_STATE_WHERE("s.") ")"},
-      {{"agent_states",
+         {"saved_at", 'd'}},
+        "EXISTS (SELECT 1 FROM agent_states s WHERE s.scope_kind = "
+        "agent_state_history.scope_kind AND s.scope_key = agent_state_history.scope_key AND "
+        "s.agent = agent_state_history.agent AND " CS_STATE_WHERE("s.") ")");
+    add("agent_states",
         {{"scope_kind", 't'},
          {"scope_key", 't'},
          {"agent", 't'},
@@ -276,9 +282,9 @@ const std::vector<Owned>& owned_tables() {
          {"state", 'j'},
          {"version", 'i'},
          {"created_at", 'd'},
-         {"updated_at", 'd'}}},
-       CS_STATE_WHERE("")},
-      {{"review_items",
+         {"updated_at", 'd'}},
+        CS_STATE_WHERE(""));
+    add("review_items",
         {{"id", 'i'},
          {"conversation_id", 'i'},
          {"user_id", 'i'},
@@ -296,9 +302,9 @@ const std::vector<Owned>& owned_tables() {
          {"created_at", 'd'},
          {"updated_at", 'd'},
          {"decided_at", 'd'},
-         {"sent_at", 'd'}}},
-       "user_id = :u OR conversation_id IN " CS_USER_CONVS},
-      {{"dialogs",
+         {"sent_at", 'd'}},
+        "user_id = :u OR conversation_id IN " CS_USER_CONVS);
+    add("dialogs",
         {{"conversation_id", 'i'},
          {"type", 't'},
          {"processing_enabled", 'b'},
@@ -308,27 +314,27 @@ const std::vector<Owned>& owned_tables() {
          {"checked_at", 'd'},
          {"new_message_at", 'd'},
          {"created_at", 'd'},
-         {"updated_at", 'd'}}},
-       "conversation_id IN " CS_USER_CONVS},
-      {{"agent_questions", kQuestionCols}, "conversation_id IN " CS_USER_CONVS},
-      {{"conversation_data", kDataCols}, "conversation_id IN " CS_USER_CONVS},
-      {{"messages", kMessageCols}, "conversation_id IN " CS_USER_CONVS},
-      {{"legal_holds",
+         {"updated_at", 'd'}},
+        "conversation_id IN " CS_USER_CONVS);
+    add("agent_questions", kQuestionCols, "conversation_id IN " CS_USER_CONVS);
+    add("conversation_data", kDataCols, "conversation_id IN " CS_USER_CONVS);
+    add("messages", kMessageCols, "conversation_id IN " CS_USER_CONVS);
+    add("legal_holds",
         {{"id", 'i'},
          {"conversation_id", 'i'},
          {"user_id", 'i'},
          {"reason", 't'},
-         {"created_at", 'd'}}},
-       "user_id = :u OR conversation_id IN " CS_USER_CONVS},
-      {{"conversations", kConversationCols}, "user_id = :u"},
-      {{"archived_agent_questions", with_archived_at(kQuestionCols)},
-       "conversation_id IN " CS_USER_ARCHIVED},
-      {{"archived_conversation_data", with_archived_at(kDataCols)},
-       "conversation_id IN " CS_USER_ARCHIVED},
-      {{"archived_messages", with_archived_at(kMessageCols)},
-       "conversation_id IN " CS_USER_ARCHIVED},
-      {{"archived_conversations", with_archived_at(kConversationCols)}, "user_id = :u"},
-      {{"web_sessions",
+         {"created_at", 'd'}},
+        "user_id = :u OR conversation_id IN " CS_USER_CONVS);
+    add("conversations", kConversationCols, "user_id = :u");
+    add("archived_agent_questions", with_archived_at(kQuestionCols),
+        "conversation_id IN " CS_USER_ARCHIVED);
+    add("archived_conversation_data", with_archived_at(kDataCols),
+        "conversation_id IN " CS_USER_ARCHIVED);
+    add("archived_messages", with_archived_at(kMessageCols),
+        "conversation_id IN " CS_USER_ARCHIVED);
+    add("archived_conversations", with_archived_at(kConversationCols), "user_id = :u");
+    add("web_sessions",
         {{"id", 'i'},
          {"user_id", 'i'},
          {"family_id", 'i'},
@@ -342,9 +348,9 @@ const std::vector<Owned>& owned_tables() {
          {"updated_at", 'd'},
          {"last_used_at", 'd'},
          {"revoked_at", 'd'},
-         {"revoke_reason", 't'}}},
-       "user_id = :u"},
-      {{"credentials",
+         {"revoke_reason", 't'}},
+        "user_id = :u");
+    add("credentials",
         {{"id", 'i'},
          {"user_id", 'i'},
          {"name", 't'},
@@ -354,9 +360,9 @@ const std::vector<Owned>& owned_tables() {
          {"metadata", 'j'},
          {"created_at", 'd'},
          {"updated_at", 'd'},
-         {"deactivated_at", 'd'}}},
-       "user_id = :u"},
-      {{"calendar_events",
+         {"deactivated_at", 'd'}},
+        "user_id = :u");
+    add("calendar_events",
         {{"id", 'i'},
          {"owner_id", 'i'},
          {"uid", 't'},
@@ -375,10 +381,10 @@ const std::vector<Owned>& owned_tables() {
          {"series_id", 'i'},
          {"recurrence_id", 'd'},
          {"created_at", 'd'},
-         {"updated_at", 'd'}}},
-       "owner_id = :u"},
-      {{"calendar_bounds", {{"owner_key", 'i'}, {"longest_us", 'i'}}}, "owner_key = :u"},
-      {{"operation_templates",
+         {"updated_at", 'd'}},
+        "owner_id = :u");
+    add("calendar_bounds", {{"owner_key", 'i'}, {"longest_us", 'i'}}, "owner_key = :u");
+    add("operation_templates",
         {{"id", 'i'},
          {"user_id", 'i'},
          {"kind", 't'},
@@ -388,9 +394,9 @@ const std::vector<Owned>& owned_tables() {
          {"use_count", 'i'},
          {"last_used_at", 'd'},
          {"created_at", 'd'},
-         {"updated_at", 'd'}}},
-       "user_id = :u"},
-      {{"users",
+         {"updated_at", 'd'}},
+        "user_id = :u");
+    add("users",
         {{"id", 'i'},
          {"channel", 't'},
          {"external_id", 't'},
@@ -401,9 +407,10 @@ const std::vector<Owned>& owned_tables() {
          {"time_zone", 't'},
          {"metadata", 'j'},
          {"created_at", 'd'},
-         {"updated_at", 'd'}}},
-       "id = :u"},
-  };
+         {"updated_at", 'd'}},
+        "id = :u");
+    return v;
+  }();
   return t;
 }
 

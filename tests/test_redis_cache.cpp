@@ -10,6 +10,7 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -795,6 +796,69 @@ TEST_CASE("redis: a Unix socket, with a password and a database") {
   server.start();
   std::this_thread::sleep_for(350ms);  // retry_interval
   CHECK_FALSE(b->get("k").has_value());
+}
+
+// A server that closes the connection while a command is being sent: the
+// write fails with EPIPE, which must be Error(unavailable), never SIGPIPE
+// (whose default action ends the whole process). The command is larger
+// than the socket's buffer, so the write is still going on when the server
+// closes, whatever the scheduling.
+TEST_CASE("redis: a server that hangs up during a write is an error, not SIGPIPE") {
+  auto dir = std::filesystem::temp_directory_path() / ("convstore_hangup_" + unique_prefix());
+  std::string name = dir.string();
+  std::replace(name.begin(), name.end(), ':', '_');
+  std::filesystem::create_directories(name);
+  std::string path = name + "/hangup.sock";
+  int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  REQUIRE(path.size() < sizeof address.sun_path);
+  std::copy(path.begin(), path.end(), address.sun_path);
+  REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  REQUIRE(::listen(listener, 4) == 0);
+  // Accepts each connection, reads a little of what comes, and hangs up.
+  std::atomic<int> hung_up{0};
+  std::thread server([&] {
+    for (int i = 0; i < 2; ++i) {
+      int fd = ::accept(listener, nullptr, nullptr);
+      if (fd < 0) return;
+      char some[4096];
+      (void)::read(fd, some, sizeof some);
+      ::close(fd);
+      ++hung_up;
+    }
+  });
+  CacheOptions o = fast_options();
+  o.command_timeout = 2s;  // the hang-up, not a timeout, must end the write
+  auto b = make_redis_backend("unix://" + path, o);
+  std::string big(8 * 1024 * 1024, 'x');
+  try {
+    b->set("k", big, Ms{0});
+    FAIL("a SET the server hung up on succeeded");
+  } catch (const convstore::Error& e) {
+    CHECK(e.code() == ErrorCode::unavailable);
+    CHECK(std::string(e.what()).find("Broken pipe") != std::string::npos);
+  }
+  // The process is alive, and SIGPIPE is neither blocked nor pending after
+  // the call: the caller's signal state is as it was.
+  sigset_t mask;
+  sigemptyset(&mask);
+  REQUIRE(pthread_sigmask(SIG_BLOCK, nullptr, &mask) == 0);
+  CHECK(sigismember(&mask, SIGPIPE) == 0);
+  sigset_t pending;
+  sigemptyset(&pending);
+  REQUIRE(sigpending(&pending) == 0);
+  CHECK(sigismember(&pending, SIGPIPE) == 0);
+  // Once the breaker lets it, the next call connects again and meets the
+  // same fate, with the same error.
+  std::this_thread::sleep_for(350ms);
+  CHECK_ERROR_CODE(b->set("k", big, Ms{0}), ErrorCode::unavailable);
+  ::shutdown(listener, SHUT_RDWR);
+  ::close(listener);
+  server.join();
+  CHECK(hung_up.load() == 2);
+  std::filesystem::remove_all(name);
 }
 
 TEST_CASE("redis: an unreachable server fails within the timeouts") {

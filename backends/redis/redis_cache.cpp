@@ -5,7 +5,10 @@
 #include <fmt/format.h>
 #include <hiredis/hiredis.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/time.h>
+
+#include <csignal>
 
 #include <algorithm>
 #include <cerrno>
@@ -294,6 +297,46 @@ bool unusable(redisContext* c) {
 
 std::string_view text(const redisReply& r) { return {r.str, r.len}; }
 
+// hiredis sends with write(2). A write to a connection the server has closed
+// (a restart, a Unix socket whose server is gone) raises SIGPIPE, whose
+// default action ends the process. A library must not change the process's
+// signal handling, so every call that may write runs with SIGPIPE blocked in
+// the calling thread, and a SIGPIPE the write raised is taken off the
+// thread's pending set before the old mask comes back (libpq's technique
+// where MSG_NOSIGNAL cannot be used). The write itself fails with EPIPE,
+// which the caller turns into Error(unavailable). errno is left as it was.
+class SigpipeBlocked {
+ public:
+  SigpipeBlocked() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~SigpipeBlocked() {
+    int saved = errno;
+    sigset_t pending;
+    sigemptyset(&pending);
+    if (!was_pending_ && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+      timespec zero{};
+      while (sigtimedwait(&pipe_, nullptr, &zero) < 0 && errno == EINTR) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    errno = saved;
+  }
+  SigpipeBlocked(const SigpipeBlocked&) = delete;
+  SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+
+ private:
+  sigset_t pipe_{};
+  sigset_t old_{};
+  bool was_pending_ = false;
+};
+
 // ---- the connection pool and the circuit breaker ----------------------------------
 
 // At most `pool_size` connections, opened on demand. A connection that saw
@@ -418,6 +461,7 @@ class ConnectionPool {
       auth.arg(target_.password);
     }
     if (target_.db != 0) setup.emplace_back("SELECT").arg(std::int64_t{target_.db});
+    SigpipeBlocked no_sigpipe;
     for (const Command& cmd : setup) {
       if (redisAppendCommandArgv(c.get(), cmd.argc(), cmd.argv(), cmd.lengths()) != REDIS_OK) {
         throw failed(c->errstr);
@@ -982,6 +1026,7 @@ class RedisBackend final : public CacheBackend {
   // Sends one command on `lease` and reads its reply (an error reply is
   // returned, not thrown).
   Reply exchange(ConnectionPool::Lease& lease, const Command& c) {
+    SigpipeBlocked no_sigpipe;
     void* raw = redisCommandArgv(lease.get(), c.argc(), c.argv(), c.lengths());
     if (raw == nullptr) lease.fail(errno);
     return Reply(static_cast<redisReply*>(raw));
@@ -999,6 +1044,7 @@ class RedisBackend final : public CacheBackend {
   // once every reply has been read.
   std::vector<Reply> pipeline(const char* op, const std::vector<Command>& commands) {
     auto lease = pool_.acquire();
+    SigpipeBlocked no_sigpipe;
     for (const Command& c : commands) {
       if (redisAppendCommandArgv(lease.get(), c.argc(), c.argv(), c.lengths()) != REDIS_OK) {
         lease.fail(errno);
