@@ -108,7 +108,7 @@ int run_export(const ExportArgs& args) {
   }
   std::ostream& out = to_stdout ? std::cerr : std::cout;
   if (to_stdout && args.quiet) return 0;
-  out << fmt::format("exported {} rows to {} (schema version {}): {}\n", report.rows,
+  out << fmt::format("exported {} to {} (schema version {}): {}\n", counted(report.rows, "row"),
                      to_stdout ? std::string("stdout") : args.file, report.schema_version,
                      counts_text(report.rows_by_type));
   return 0;
@@ -149,10 +149,11 @@ int run_import(const ImportArgs& args) {
                 {"skipped", skipped}});
     return 0;
   }
-  std::cout << fmt::format(
-      "imported {}: {} lines read, {} rows inserted, {} unchanged, {} lines skipped\n",
-      args.file == "-" ? std::string("stdin") : args.file, report.lines, report.inserted,
-      report.unchanged, report.skipped.size());
+  std::cout << fmt::format("imported {}: {} read, {} inserted, {} unchanged, {} skipped\n",
+                           args.file == "-" ? std::string("stdin") : args.file,
+                           counted(report.lines, "line"), counted(report.inserted, "row"),
+                           report.unchanged,
+                           counted(static_cast<std::int64_t>(report.skipped.size()), "line"));
   if (report.inserted > 0) {
     std::cout << fmt::format("inserted: {}\n", counts_text(report.inserted_by_type));
   }
@@ -220,9 +221,9 @@ int run_copy(const CopyArgs& args) {
     print_json(out);
   } else {
     if (report) {
-      std::cout << fmt::format("copied {} -> {}: {} rows inserted, {} already there\n",
-                               redact_url(args.from_url), redact_url(args.to_url), report->inserted,
-                               report->unchanged);
+      std::cout << fmt::format("copied {} -> {}: {} inserted, {} already there\n",
+                               redact_url(args.from_url), redact_url(args.to_url),
+                               counted(report->inserted, "row"), report->unchanged);
     }
     std::cout << fmt::format("{:<22} {:>10} {:>10}  {}\n", "type", "source", "target", "checksum");
     for (const auto& t : verification.tables) {
@@ -431,8 +432,8 @@ int run_forget_user(const ForgetUserArgs& args) {
     print_json(out);
     return 0;
   }
-  std::cout << fmt::format("forgot user {} ({}:{}): {} rows removed\n", receipt.user_id,
-                           args.channel, args.external_id, receipt.total);
+  std::cout << fmt::format("forgot user {} ({}:{}): {} removed\n", receipt.user_id, args.channel,
+                           args.external_id, counted(receipt.total, "row"));
   for (const auto& [table, rows] : receipt.rows) {
     std::cout << fmt::format("  {:<28} {:>8}\n", table, rows);
   }

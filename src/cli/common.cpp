@@ -68,6 +68,10 @@ std::string format_time(Timestamp t) {
   return iso;
 }
 
+std::string counted(std::int64_t n, std::string_view noun) {
+  return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s");
+}
+
 void print_json(const Json& j) {
   std::cout << j.dump(2, ' ', false, Json::error_handler_t::replace) << '\n';
 }

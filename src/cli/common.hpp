@@ -5,6 +5,7 @@
 // What the commands share: opening a store, finding a conversation, printing.
 
 #include <convstore/convstore.hpp>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -27,6 +28,9 @@ Conversation find_conversation(Store& store, const std::string& ref);
 
 // "2026-11-23 13:08:11Z".
 std::string format_time(Timestamp t);
+
+// "1 line", "2 lines", "0 lines": `n` and the noun, with an "s" unless n == 1.
+std::string counted(std::int64_t n, std::string_view noun);
 
 // Prints `j` on stdout, indented, with a newline.
 void print_json(const Json& j);

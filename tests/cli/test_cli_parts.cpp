@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "common.hpp"
 #include "duration.hpp"
 #include "errors.hpp"
 #include "progress.hpp"
@@ -154,4 +155,11 @@ TEST_CASE("nothing is printed for a command that never reported progress") {
     Progress p("exported", Progress::Mode::lines, out, std::chrono::milliseconds(1000), clock.fn());
   }
   CHECK(out.str().empty());
+}
+
+TEST_CASE("counts in messages agree with their number") {
+  CHECK(counted(1, "line") == "1 line");
+  CHECK(counted(0, "line") == "0 lines");
+  CHECK(counted(2, "row") == "2 rows");
+  CHECK(counted(-1, "row") == "-1 rows");
 }
