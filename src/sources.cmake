@@ -46,6 +46,7 @@ set(CONVSTORE_SOURCES
   src/db/dialect.cpp
   src/db/schema.cpp
   src/db/statement.cpp
+  src/db/writer_gate.cpp
 )
 set(CONVSTORE_SQLITE_SOURCES
   backends/sqlite/sqlite_dialect.cpp

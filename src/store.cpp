@@ -28,7 +28,11 @@ thread_local std::vector<ActiveTransaction> t_active;
 }  // namespace
 
 Store::Impl::Impl(const detail::Dialect& d, detail::Target target, const Options& options)
-    : dialect(d), pool(d, std::move(target), options), agent_cache(options.agent_cache_ttl) {}
+    : dialect(d),
+      pool(d, std::move(target), options),
+      agent_cache(options.agent_cache_ttl),
+      gate_writers(d.backend() == detail::Backend::sqlite),
+      writer_wait(options.busy_timeout) {}
 
 Store::Impl::~Impl() = default;
 
@@ -91,19 +95,44 @@ void Store::Impl::begin(Connection& c, Begin kind) {
 }
 
 Pool::Lease Store::Impl::begin_on_lease(const Op& op, Begin kind) {
-  for (int attempt = 0;; ++attempt) {
-    auto lease = pool.acquire();
-    try {
-      begin(*lease, kind);
-      return lease;
-    } catch (const soci::soci_error&) {
-      auto e = translated(op, &*lease, std::current_exception());
-      // Nothing ran yet: on a connection that turned out dead, try once
-      // more on a fresh one (the lease's end drops the stale idle ones).
-      if (!lease->broken || attempt > 0) std::rethrow_exception(e);
-    } catch (...) {
-      fail(op, &*lease, std::current_exception());
+  // The turn is taken before a connection, so that writers waiting for it
+  // leave the pool's connections to readers.
+  detail::WriterGate* gate = nullptr;
+  if (kind == Begin::write && gate_writers) {
+    if (!writer_gate.enter(writer_wait)) {
+      throw Error(ErrorCode::unavailable,
+                  fmt::format("{}: the database is busy: the writers ahead of this one in this "
+                              "process held it longer than the busy timeout ({} ms)",
+                              op.describe(), writer_wait.count()));
     }
+    gate = &writer_gate;
+  }
+  try {
+    for (int attempt = 0;; ++attempt) {
+      auto lease = pool.acquire();
+      try {
+        begin(*lease, kind);
+        lease->gate = gate;
+        return lease;
+      } catch (const soci::soci_error&) {
+        auto e = translated(op, &*lease, std::current_exception());
+        // Nothing ran yet: on a connection that turned out dead, try once
+        // more on a fresh one (the lease's end drops the stale idle ones).
+        if (!lease->broken || attempt > 0) std::rethrow_exception(e);
+      } catch (...) {
+        fail(op, &*lease, std::current_exception());
+      }
+    }
+  } catch (...) {
+    if (gate != nullptr) gate->leave();
+    throw;
+  }
+}
+
+void Store::Impl::leave_gate(Connection& c) noexcept {
+  if (c.gate != nullptr && c.depth == 0) {
+    c.gate->leave();
+    c.gate = nullptr;
   }
 }
 
@@ -127,6 +156,7 @@ void Store::Impl::commit(const Op& op, Connection& c) {
                             op.describe()));
   }
   --c.depth;
+  leave_gate(c);
 }
 
 void Store::Impl::rollback(Connection& c) noexcept {
@@ -139,7 +169,13 @@ void Store::Impl::rollback(Connection& c) noexcept {
     c.after_commit.clear();
   } catch (...) {
     c.broken = true;  // the pool drops it; the server rolls back on disconnect
+    if (c.gate != nullptr) {
+      c.gate->leave();  // the transaction ends with the connection
+      c.gate = nullptr;
+    }
+    return;
   }
+  leave_gate(c);
 }
 
 std::exception_ptr Store::Impl::translated(const Op& op, Connection* c,

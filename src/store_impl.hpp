@@ -69,6 +69,11 @@ class Store::Impl {
   detail::AgentCache agent_cache;
   detail::OpStats op_stats;
   int schema_version = 0;
+  // SQLite: the writers of this Store take turns here before BEGIN
+  // IMMEDIATE, waiting at most `writer_wait` (the busy timeout).
+  detail::WriterGate writer_gate;
+  const bool gate_writers;
+  const std::chrono::milliseconds writer_wait;
 
   detail::Backend backend() const noexcept { return dialect.backend(); }
 
@@ -151,6 +156,9 @@ class Store::Impl {
   // which the error says.
   void commit(const Op& op, detail::Connection& c);
   void rollback(detail::Connection& c) noexcept;
+  // Lets the next writer of this Store in once `c`'s write transaction has
+  // ended (depth 0).
+  static void leave_gate(detail::Connection& c) noexcept;
   // Runs fn(Connection&) in a new transaction on a pooled connection.
   template <class F>
   auto in_transaction(const Op& op, Begin kind, F&& fn)

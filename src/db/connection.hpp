@@ -18,6 +18,7 @@
 #include "convstore/options.hpp"
 #include "db/dialect.hpp"
 #include "db/soci.hpp"
+#include "db/writer_gate.hpp"
 
 namespace convstore::detail {
 
@@ -125,6 +126,9 @@ class Connection {
   // PostgreSQL: a statement failed inside the open transaction, which the
   // server has therefore aborted; why, for the error that ends it.
   std::string doomed;
+  // SQLite: the writer gate this connection's open write transaction
+  // entered (left when it commits or rolls back).
+  WriterGate* gate = nullptr;
 
  private:
   const Dialect& dialect_;
