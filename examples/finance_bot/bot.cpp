@@ -423,6 +423,7 @@ void Bot::new_operation(const Update& update, const IncomingMessage& m, convstor
     return;
   }
   (*op)["date"] = utc_time(m.date);  // when it happened: the first message's time
+  apply_learned(*op, user);
   auto& cs = store_.conversations();
   const std::string type = (*op)["type"].get<std::string>();
   convstore::NewConversation init;
@@ -460,6 +461,7 @@ void Bot::new_operation(const Update& update, const IncomingMessage& m, convstor
       Json final_data = *op;
       final_data["sheet_row"] = *row;
       cs.complete(c.id, std::to_string(*row), final_data);
+      remember(user, *op, m.text);
     } else {
       cs.ask(c.id, convstore::NewQuestion(
                        agent_for(type), reply.text, missing,
@@ -479,7 +481,8 @@ void Bot::continue_operation(const Update& update, const IncomingMessage& m,
   const Json missing = stored_missing ? stored_missing->data : missing_fields(op);
   const auto open = cs.open_questions(c.id);
 
-  const Filled filled = apply_answer(op, missing, m.text);
+  Filled filled = apply_answer(op, missing, m.text);
+  if (apply_learned(filled.op, c.user_id)) filled.changed = true;
   const Json now_missing = missing_fields(filled.op);
   const std::string type = filled.op["type"].get<std::string>();
   Reply reply{m.chat_id, "", m.message_id};
@@ -506,6 +509,7 @@ void Bot::continue_operation(const Update& update, const IncomingMessage& m,
       Json final_data = filled.op;
       final_data["sheet_row"] = *row;
       cs.complete(c.id, std::to_string(*row), final_data);
+      remember(c.user_id, filled.op, c.title.value_or(m.text));
     } else {
       cs.ask(c.id, convstore::NewQuestion(
                        agent_for(type), reply.text, now_missing,
@@ -513,6 +517,51 @@ void Bot::continue_operation(const Update& update, const IncomingMessage& m,
     }
     save_offset(update.update_id);
   });
+}
+
+std::optional<convstore::OperationTemplate> Bot::learned(convstore::UserId user, const Json& op) {
+  if (!op.contains("description") || !op["description"].is_string()) return std::nullopt;
+  const std::string description = op["description"].get<std::string>();
+  for (auto& t : store_.templates().list(op.value("type", "expense"), user, 1000)) {
+    if (t.user_id == user && t.name == description) return t;
+  }
+  return std::nullopt;
+}
+
+bool Bot::apply_learned(Json& op, std::optional<convstore::UserId> user) {
+  if (!user || op.value("type", "expense") != "expense" || op.contains("category")) return false;
+  auto t = learned(*user, op);
+  if (!t || !t->expected_output.contains("category") ||
+      !t->expected_output["category"].is_string()) {
+    return false;
+  }
+  op["category"] = t->expected_output["category"];
+  return true;
+}
+
+void Bot::remember(std::optional<convstore::UserId> user, const Json& op,
+                   const std::string& sample) {
+  if (!user || !op.contains("description") || !op["description"].is_string() ||
+      op["description"].get<std::string>().empty()) {
+    return;
+  }
+  Json output = Json::object();
+  for (const char* field : {"type", "description", "category"}) {
+    if (op.contains(field)) output[field] = op[field];
+  }
+  auto existing = learned(*user, op);
+  if (existing && existing->expected_output == output) {
+    store_.templates().record_use(existing->id);
+    return;
+  }
+  if (existing) store_.templates().remove(existing->id);  // the user changed their mind
+  convstore::NewOperationTemplate t;
+  t.user_id = *user;
+  t.kind = op.value("type", "expense");
+  t.name = op["description"].get<std::string>().substr(0, 200);
+  t.sample_input = sample;
+  t.expected_output = output;
+  store_.templates().record_use(store_.templates().add(t).id);
 }
 
 void Bot::cancel(const Update& update, const IncomingMessage& m, convstore::UserId user) {

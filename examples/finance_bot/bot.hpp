@@ -135,6 +135,14 @@ class Bot {
   convstore::NewMessage user_message(const IncomingMessage& m) const;
   convstore::NewMessage bot_message(const Reply& reply, std::optional<std::int64_t> sent) const;
   void save_offset(std::int64_t update_id);
+  // The user's operation template for this description (seed 000's
+  // operation_templates: what a completed operation taught the bot).
+  std::optional<convstore::OperationTemplate> learned(convstore::UserId user, const Json& op);
+  // An expense without a category takes the one the user gave the same
+  // description before. True when it did.
+  bool apply_learned(Json& op, std::optional<convstore::UserId> user);
+  // Records a completed operation as the user's template (or one more use).
+  void remember(std::optional<convstore::UserId> user, const Json& op, const std::string& sample);
 
   convstore::Store& store_;
   CsvSheet& sheet_;

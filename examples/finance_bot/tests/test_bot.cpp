@@ -242,3 +242,42 @@ TEST_CASE_TEMPLATE("finance_bot bot: retention abandons idle conversations, a re
   CHECK(f.cs().get(id)->status == ConversationStatus::completed);
   CHECK(f.cs().get(id)->external_ref == std::optional<std::string>("2"));
 }
+
+TEST_CASE_TEMPLATE("finance_bot bot: a category once given is remembered as the user's template", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  BotFixture f(db);
+  f.bot.handle(message(1, 1, "42", "flowers 2000 card"));
+  CHECK(f.messenger.sent.back().text ==
+        "Which category is it (food, transport, housing, health, entertainment, clothes, "
+        "other)?");
+  f.bot.handle(message(2, 2, "42", "gifts", 900));
+  CHECK(f.messenger.sent.back().text == "Recorded expense: flowers 2000 from card (gifts), row 1.");
+  auto user = f.cs().find_user("telegram", "42");
+  REQUIRE(user.has_value());
+  auto templates = f.store.templates().list("expense", user->id);
+  REQUIRE(templates.size() == 1);
+  CHECK(templates[0].name == "flowers");
+  CHECK(templates[0].sample_input == "flowers 2000 card");
+  CHECK(templates[0].expected_output["category"] == "gifts");
+  CHECK(templates[0].use_count == 1);
+
+  // The same description again: complete at once, with the learned category.
+  f.bot.handle(message(3, 3, "42", "flowers 500 cash"));
+  CHECK(f.messenger.sent.back().text == "Recorded expense: flowers 500 from cash (gifts), row 2.");
+  templates = f.store.templates().list("expense", user->id);
+  REQUIRE(templates.size() == 1);
+  CHECK(templates[0].use_count == 2);
+
+  // Another user has not taught the bot anything.
+  f.bot.handle(message(4, 1, "77", "flowers 100 cash"));
+  CHECK(f.messenger.sent.back().text ==
+        "Which category is it (food, transport, housing, health, entertainment, clothes, "
+        "other)?");
+  // An explicit #category wins, and becomes what is remembered.
+  f.bot.handle(message(5, 4, "42", "flowers 300 card #home"));
+  CHECK(f.messenger.sent.back().text == "Recorded expense: flowers 300 from card (home), row 3.");
+  templates = f.store.templates().list("expense", user->id);
+  REQUIRE(templates.size() == 1);
+  CHECK(templates[0].expected_output["category"] == "home");
+}
