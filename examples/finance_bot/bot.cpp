@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #include "bot.hpp"
 
+#include <date/tz.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -203,6 +204,27 @@ std::string utc_time(std::int64_t unix_seconds) {
   return buf;
 }
 
+// The time in the IANA zone `zone` (UTC when the zone is unknown).
+std::string local_time(std::int64_t unix_seconds, const std::string& zone) {
+  const date::time_zone* z = nullptr;
+  try {
+    z = date::locate_zone(zone);
+  } catch (const std::exception&) {
+    return utc_time(unix_seconds);
+  }
+  const date::sys_seconds at{std::chrono::seconds(unix_seconds)};
+  return date::format("%Y-%m-%d %H:%M:%S", date::make_zoned(z, at));
+}
+
+bool known_zone(const std::string& zone) {
+  try {
+    date::locate_zone(zone);
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -360,6 +382,24 @@ Bot::Outcome Bot::handle(const Update& update) {
   if (!command.empty() && command[0] == '/') {
     if (command == "/cancel") {
       cancel(update, m, user);
+    } else if (command == "/timezone" || command == "/tz") {
+      const std::string t = trimmed(m.text);
+      const auto space = t.find_first_of(" \t");
+      const std::string zone = space == std::string::npos ? "" : trimmed(t.substr(space));
+      if (zone.empty()) {
+        plain_reply(update, m, user,
+                    "Your time zone is " + cs.get_user(user)->time_zone +
+                        ". Set it with /timezone Europe/Berlin (an IANA name).");
+      } else if (!known_zone(zone)) {
+        plain_reply(update, m, user,
+                    "I do not know the time zone '" + zone + "' (try Europe/Berlin).");
+      } else {
+        convstore::UserUpdate change;
+        change.time_zone = zone;
+        cs.update_user(user, change);
+        plain_reply(update, m, user,
+                    "Time zone set to " + zone + ": the sheet's dates are in it from now on.");
+      }
     } else {
       plain_reply(update, m, user, help_text());
     }
@@ -422,9 +462,11 @@ void Bot::new_operation(const Update& update, const IncomingMessage& m, convstor
     plain_reply(update, m, user, "I did not understand that. " + help_text());
     return;
   }
-  (*op)["date"] = utc_time(m.date);  // when it happened: the first message's time
-  apply_learned(*op, user);
   auto& cs = store_.conversations();
+  // When it happened (the first message's time), in the user's time zone.
+  auto who = cs.get_user(user);
+  (*op)["date"] = local_time(m.date, who ? who->time_zone : "UTC");
+  apply_learned(*op, user);
   const std::string type = (*op)["type"].get<std::string>();
   convstore::NewConversation init;
   init.user_id = user;

@@ -337,7 +337,9 @@ std::string describe(const Json& op) {
 std::string help_text() {
   return "Send me an operation, for example \"coffee 300 cash\", \"salary 5000\" or "
          "\"transfer 100 cash card\". I ask for what is missing; reply to my question to "
-         "answer it. /cancel drops the entry I am asking about.";
+         "answer it. /cancel drops the entry I am asking about; /timezone Europe/Berlin sets the "
+         "time "
+         "zone of the dates in the sheet.";
 }
 
 }  // namespace finance_bot

@@ -281,3 +281,28 @@ TEST_CASE_TEMPLATE("finance_bot bot: a category once given is remembered as the 
   REQUIRE(templates.size() == 1);
   CHECK(templates[0].expected_output["category"] == "home");
 }
+
+TEST_CASE_TEMPLATE("finance_bot bot: /timezone sets the user's zone, the sheet's dates follow", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  BotFixture f(db);
+  f.bot.handle(message(1, 1, "42", "/timezone Mars/Olympus"));
+  CHECK(f.messenger.sent.back().text ==
+        "I do not know the time zone 'Mars/Olympus' (try Europe/Berlin).");
+  auto user = f.cs().find_user("telegram", "42");
+  REQUIRE(user.has_value());
+  CHECK(user->time_zone == "UTC");
+
+  f.bot.handle(message(2, 2, "42", "/timezone Asia/Tokyo"));
+  CHECK(f.messenger.sent.back().text ==
+        "Time zone set to Asia/Tokyo: the sheet's dates are in it from now on.");
+  CHECK(f.cs().get_user(user->id)->time_zone == "Asia/Tokyo");
+  f.bot.handle(message(3, 3, "42", "/tz"));
+  CHECK(f.messenger.sent.back().text ==
+        "Your time zone is Asia/Tokyo. Set it with /timezone Europe/Berlin (an IANA name).");
+
+  f.bot.handle(message(4, 4, "42", "coffee 300 cash"));  // 2026-01-01 09:00:04 UTC
+  auto rows = f.sheet.rows();
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0][1] == "2026-01-01 18:00:04");  // UTC+9
+}
