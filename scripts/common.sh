@@ -6,11 +6,12 @@
 # packages convstore needs and ensure_packages, which installs the missing ones.
 
 # shellcheck disable=SC2034  # used by the scripts that source this file
-# To build the library and the examples.
+# To build the library and the examples (the examples' HTTP: cpp-httplib).
 CONVSTORE_BUILD_PACKAGES=(
   build-essential cmake pkg-config git
   libsoci-dev libsqlite3-dev libpq-dev nlohmann-json3-dev libfmt-dev libhiredis-dev
   libhowardhinnant-date-dev libical-dev libsodium-dev libcli11-dev tzdata
+  libcpp-httplib-dev
 )
 # To run the tests: doctest, throwaway PostgreSQL and Redis servers, python3 (to
 # pick free ports; scripts/servers.sh works without it). The benchmarks
