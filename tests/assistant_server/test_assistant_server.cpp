@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../support.hpp"
@@ -636,6 +637,35 @@ TEST_CASE_TEMPLATE("assistant_server e2e: two server processes share one databas
   auto thread = on_b.get(conversation_path(r["id"]) + "?messages=5");
   REQUIRE(thread.json["messages"].size() == 2);
   CHECK(thread.json["messages"][1]["content"] == "You said: draft");
+
+  // Both servers write to one conversation at once: nothing is lost, every
+  // message has its reply.
+  auto shared = start(on_a, Json{{"user", user("carol")}});
+  const std::int64_t sid = shared["id"];
+  auto writer = [&](int port, const std::string& name, std::vector<int>& statuses) {
+    Api api(port);
+    for (int i = 0; i < 10; ++i) {
+      auto r =
+          api.client().Post((conversation_path(sid) + "/messages").c_str(),
+                            Json{{"content", name + std::to_string(i)}}.dump(), "application/json");
+      statuses.push_back(r ? r->status : -1);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  };
+  std::vector<int> from_a, from_b;
+  std::thread ta(writer, a.port(), "a", std::ref(from_a));
+  std::thread tb(writer, b.port(), "b", std::ref(from_b));
+  ta.join();
+  tb.join();
+  for (int s : from_a) CHECK(s == 201);
+  for (int s : from_b) CHECK(s == 201);
+  auto both = on_b.get(conversation_path(sid) + "?messages=100");
+  CHECK(both.json["conversation"]["message_count"] == 40);
+  std::size_t replies = 0;
+  for (const auto& m : both.json["messages"]) {
+    if (m["role"] == "assistant") ++replies;
+  }
+  CHECK(replies == 20);
 
   CHECK(a.stop() == 0);
   CHECK(b.stop() == 0);
