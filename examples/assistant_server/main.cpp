@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <convstore/convstore.hpp>
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
   std::size_t pool = 0;
   std::string now_text;
   bool access_log = false;
+  std::int64_t rate_limit = 0;
   app.add_option("--db", db, "database URL (default: $CONVSTORE_URL, else sqlite:assistant.db)");
   app.add_option("--listen", listen, "HOST:PORT to listen on; port 0 picks a free one")
       ->capture_default_str();
@@ -94,6 +96,10 @@ int main(int argc, char** argv) {
   app.add_option("--now", now_text,
                  "a fixed time (RFC 3339) the assistant takes for now, e.g. for \"tomorrow\" "
                  "(tests, demos)");
+  app.add_option("--rate-limit", rate_limit,
+                 "messages a user may send per minute (0: no limit); counted in Redis with "
+                 "--redis (shared by every process), else in this process")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1000000000}));
   app.add_flag("--access-log", access_log, "print one line per request on stderr");
   try {
     app.parse(argc, argv);
@@ -123,6 +129,7 @@ int main(int argc, char** argv) {
     options.threads = threads;
     options.access_log = access_log;
     options.sender = "assistant_server:" + std::to_string(getpid());
+    options.messages_per_minute = rate_limit;
 
     convstore::Options store_options;
     store_options.pool_size = pool != 0 ? pool : std::max<std::size_t>(4, threads);
@@ -141,9 +148,17 @@ int main(int argc, char** argv) {
       cache->attach(store);
     }
 
+    // The rate limiter: Redis when there is one, else this process's memory.
+    std::optional<convstore::SessionCache> local_limiter;
+    convstore::SessionCache* limiter = cache ? &*cache : nullptr;
+    if (rate_limit > 0 && limiter == nullptr) {
+      local_limiter.emplace(convstore::SessionCache::in_memory());
+      limiter = &*local_limiter;
+    }
+
     assistant_server::AssistantServer server(store, cache ? &*cache : nullptr,
                                              std::make_shared<assistant_server::BuiltinResponder>(),
-                                             clock, options);
+                                             clock, options, limiter);
     const int port = server.bind(address.host, address.port);
     std::cout << "listening on http://" << address.host << ":" << port << std::endl;
     std::cerr << "assistant_server: " << store.backend()

@@ -82,9 +82,10 @@ std::optional<std::uint64_t> declared_length(const httplib::Request& req) {
 class AssistantServer::Impl {
  public:
   Impl(cs::Store& store, cs::SessionCache* cache, std::shared_ptr<Responder> responder, Clock clock,
-       ServerOptions options)
+       ServerOptions options, cs::SessionCache* limiter)
       : store_(store),
         cache_(cache),
+        limiter_(limiter),
         responder_(std::move(responder)),
         clock_(std::move(clock)),
         options_(std::move(options)) {
@@ -551,6 +552,7 @@ class AssistantServer::Impl {
                       "conversation " + std::to_string(id) + " is " +
                           std::string(cs::to_string(conv.status)) + ": it takes no new message");
     }
+    check_rate(conv, res);
     cs::NewMessage said;
     said.role = cs::Role::user;
     said.content = content;
@@ -573,6 +575,24 @@ class AssistantServer::Impl {
       out["reply"] = cs::to_json(writing([&] { return conversations.append(id, reply); }));
     }
     send_json(res, 201, out);
+  }
+
+  // Counts the message against its user's limit; over it, 429 with
+  // Retry-After. A limiter that fails lets messages through (the cache's
+  // fail-open policy).
+  void check_rate(const cs::Conversation& conv, httplib::Response& res) {
+    if (limiter_ == nullptr || options_.messages_per_minute <= 0 || !conv.user_id) return;
+    cs::RateLimit limit;
+    limit.limit = options_.messages_per_minute;
+    limit.window = std::chrono::minutes(1);
+    const auto d = limiter_->hit("messages:user:" + std::to_string(*conv.user_id), limit);
+    if (d.allowed) return;
+    const std::int64_t seconds = std::max<std::int64_t>(1, (d.retry_after.count() + 999) / 1000);
+    res.set_header("Retry-After", std::to_string(seconds));
+    throw HttpError(429, "unavailable",
+                    "user " + std::to_string(*conv.user_id) + " sent " +
+                        std::to_string(options_.messages_per_minute) +
+                        " messages in the last minute: retry in " + std::to_string(seconds) + " s");
   }
 
   cs::Suggestion suggest(const cs::Conversation& conv, const cs::Message& answered,
@@ -773,6 +793,7 @@ class AssistantServer::Impl {
 
   cs::Store& store_;
   cs::SessionCache* cache_;
+  cs::SessionCache* limiter_;
   std::shared_ptr<Responder> responder_;
   Clock clock_;
   ServerOptions options_;
@@ -786,9 +807,9 @@ class AssistantServer::Impl {
 
 AssistantServer::AssistantServer(cs::Store& store, cs::SessionCache* cache,
                                  std::shared_ptr<Responder> responder, Clock clock,
-                                 ServerOptions options)
+                                 ServerOptions options, cs::SessionCache* limiter)
     : impl_(std::make_unique<Impl>(store, cache, std::move(responder), std::move(clock),
-                                   std::move(options))) {}
+                                   std::move(options), limiter)) {}
 
 AssistantServer::~AssistantServer() = default;
 

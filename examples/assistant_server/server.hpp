@@ -8,6 +8,7 @@
 
 #include <convstore/convstore.hpp>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -30,6 +31,10 @@ struct ServerOptions {
   // The name this process claims approved replies under (ReviewQueue
   // senders).
   std::string sender = "assistant_server";
+  // Messages a user may send per minute (sliding window), counted in the
+  // limiter cache (shared by every process on Redis); 0: no limit. Over the
+  // limit: 429 with Retry-After.
+  std::int64_t messages_per_minute = 0;
 };
 
 class AssistantServer {
@@ -37,8 +42,10 @@ class AssistantServer {
   // `cache` (may be null) serves conversation contexts; it must be attached
   // to `store` (SessionCache::attach) so that appends invalidate them. The
   // store, the cache and the responder must outlive the server.
+  // `limiter` (may be null) counts options.messages_per_minute.
   AssistantServer(convstore::Store& store, convstore::SessionCache* cache,
-                  std::shared_ptr<Responder> responder, Clock clock, ServerOptions options);
+                  std::shared_ptr<Responder> responder, Clock clock, ServerOptions options,
+                  convstore::SessionCache* limiter = nullptr);
   ~AssistantServer();
   AssistantServer(const AssistantServer&) = delete;
   AssistantServer& operator=(const AssistantServer&) = delete;

@@ -5,6 +5,7 @@
 // each backend and driven over HTTP with httplib::Client.
 
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -669,4 +670,41 @@ TEST_CASE_TEMPLATE("assistant_server e2e: two server processes share one databas
 
   CHECK(a.stop() == 0);
   CHECK(b.stop() == 0);
+}
+
+TEST_CASE_TEMPLATE("assistant_server e2e: messages over a user's rate limit get 429", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  // With Redis the count is shared by two server processes; without it, it
+  // is the one process's.
+  std::vector<std::string> args{"--db", db.url(), "--rate-limit", "4"};
+  const char* redis = std::getenv("CONVSTORE_TEST_REDIS_URL");
+  const bool with_redis = redis != nullptr && *redis != '\0';
+  if (with_redis) {
+    std::random_device rd;
+    args.insert(args.end(),
+                {"--redis", redis, "--cache-prefix", "asrv_rate_" + std::to_string(rd()) + ":"});
+  }
+  ServerProcess a(args);
+  std::unique_ptr<ServerProcess> b;
+  if (with_redis) b = std::make_unique<ServerProcess>(args);
+  Api on_a(a.port());
+  Api on_b(b ? b->port() : a.port());
+
+  const std::int64_t alice = start(on_a, Json{{"user", user("alice")}})["id"];
+  const std::int64_t bob = start(on_a, Json{{"user", user("bob")}})["id"];
+  for (int i = 0; i < 4; ++i) say(i % 2 == 0 ? on_a : on_b, alice, "m" + std::to_string(i));
+  auto refused = on_b.client().Post((conversation_path(alice) + "/messages").c_str(),
+                                    Json{{"content", "one too many"}}.dump(), "application/json");
+  REQUIRE(refused);
+  CHECK(refused->status == 429);
+  CHECK(std::stoi(refused->get_header_value("Retry-After")) >= 1);
+  const auto body = Json::parse(refused->body);
+  CHECK(body["error"]["category"] == "unavailable");
+  CHECK(contains(body["error"]["message"].get<std::string>(), "retry in"));
+  // Another user is not limited; the refused message was not stored.
+  CHECK(say(on_a, bob, "hi")["reply"]["content"] == "You said: hi");
+  CHECK(on_a.get(conversation_path(alice)).json["conversation"]["message_count"] == 8);
+  if (b) CHECK(b->stop() == 0);
+  CHECK(a.stop() == 0);
 }
