@@ -53,6 +53,13 @@ Address parse_listen(const std::string& text) {
   return a;
 }
 
+// Prints the message (or the help) as CLI11 does; a mistake on the command
+// line exits 2, --help 0.
+int usage_error(const CLI::App& app, const CLI::Error& e) {
+  const int code = app.exit(e);
+  return code == 0 ? 0 : 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -104,7 +111,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return usage_error(app, e);
   }
 
   try {
@@ -112,7 +119,7 @@ int main(int argc, char** argv) {
     try {
       address = parse_listen(listen);
     } catch (const CLI::ParseError& e) {
-      return app.exit(e);
+      return usage_error(app, e);
     }
     if (db.empty()) {
       const char* env = std::getenv("CONVSTORE_URL");

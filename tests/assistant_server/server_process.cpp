@@ -145,6 +145,48 @@ int ServerProcess::stop(int signal) {
 
 std::string ServerProcess::log() const { return slurp(err_file_); }
 
+int run_to_exit(const std::vector<std::string>& args, std::string& err) {
+  static std::atomic<int> counter{0};
+  const std::string path = server_path();
+  const std::string err_file = (std::filesystem::temp_directory_path() /
+                                ("assistant_server_exit_" + std::to_string(getpid()) + "_" +
+                                 std::to_string(counter++) + ".err"))
+                                   .string();
+  std::vector<std::string> all{path};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int in = open("/dev/null", O_RDONLY);
+    int out = open("/dev/null", O_WRONLY);
+    int e = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (in < 0 || out < 0 || e < 0) _exit(126);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(e, 2);
+    execv(path.c_str(), argv.data());
+    _exit(127);
+  }
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  int status = 0;
+  for (;;) {
+    if (waitpid(pid, &status, WNOHANG) == pid) break;
+    if (Clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  err = slurp(err_file);
+  std::error_code ec;
+  std::filesystem::remove(err_file, ec);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 // ---- Api ----------------------------------------------------------------------
 
 Api::Api(int port) : client_("127.0.0.1", port) {

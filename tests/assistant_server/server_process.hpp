@@ -43,6 +43,10 @@ class ServerProcess {
   std::string err_file_;
 };
 
+// Runs the server with `args` until it exits (10 s at most, then it is
+// killed); returns its exit status and what it printed on stderr in `err`.
+int run_to_exit(const std::vector<std::string>& args, std::string& err);
+
 // A response: its status, its body and, when it is JSON, the parsed body.
 struct Reply {
   int status = 0;

@@ -708,3 +708,21 @@ TEST_CASE_TEMPLATE("assistant_server e2e: messages over a user's rate limit get 
   if (b) CHECK(b->stop() == 0);
   CHECK(a.stop() == 0);
 }
+
+TEST_CASE("assistant_server e2e: bad options exit 2, an unusable database 1, no password shown") {
+  std::string err;
+  CHECK(testing::run_to_exit({"--listen", "127.0.0.1"}, err) == 2);
+  CHECK_MESSAGE(contains(err, "--listen"), err);
+  CHECK(testing::run_to_exit({"--max-body", "0"}, err) == 2);
+  CHECK(testing::run_to_exit({"--no-such-option"}, err) == 2);
+  CHECK(testing::run_to_exit({"--help"}, err) == 0);
+
+  CHECK(testing::run_to_exit({"--db", "nosuchscheme:x", "--listen", "127.0.0.1:0"}, err) == 1);
+  CHECK_MESSAGE(err.rfind("assistant_server: error: ", 0) == 0, err);
+  // An unreachable PostgreSQL (port 1): the error names it, never the password.
+  CHECK(testing::run_to_exit({"--db", "postgresql://bot:s3cretpw@127.0.0.1:1/bot?connect_timeout=2",
+                              "--listen", "127.0.0.1:0"},
+                             err) == 1);
+  CHECK_MESSAGE(err.rfind("assistant_server: error: ", 0) == 0, err);
+  CHECK_MESSAGE(!contains(err, "s3cretpw"), err);
+}
