@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "../support.hpp"
+#include "responder.hpp"
+#include "server.hpp"
 #include "server_process.hpp"
 
 using convstore::Json;
@@ -725,4 +727,74 @@ TEST_CASE("assistant_server e2e: bad options exit 2, an unusable database 1, no 
                              err) == 1);
   CHECK_MESSAGE(err.rfind("assistant_server: error: ", 0) == 0, err);
   CHECK_MESSAGE(!contains(err, "s3cretpw"), err);
+}
+
+namespace {
+
+// A responder of the test's own: two chunks, then a failure on demand.
+class ScriptedResponder : public assistant_server::Responder {
+ public:
+  void respond(const assistant_server::Turn& turn,
+               const std::function<void(std::string_view)>& emit) override {
+    const std::string text = turn.history.back().content;
+    emit("thinking ");
+    emit("about " + text);
+    if (text == "fail") {
+      throw convstore::Error(convstore::ErrorCode::unavailable, "the model is down");
+    }
+    if (text == "crash") throw std::runtime_error("secret internals");
+    emit(".");
+  }
+};
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("assistant_server: a responder plugged in; its failures are reported", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  assistant_server::AssistantServer server(store, nullptr, std::make_shared<ScriptedResponder>(),
+                                           assistant_server::Clock{},
+                                           assistant_server::ServerOptions{});
+  const int port = server.bind("127.0.0.1", 0);
+  std::thread runner([&] { server.run(); });
+  struct Stopper {
+    assistant_server::AssistantServer& server;
+    std::thread& runner;
+    ~Stopper() {
+      server.stop();
+      runner.join();
+    }
+  } stopper{server, runner};
+  Api api(port);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!api.client().Get("/health") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+
+  const std::int64_t id = start(api, Json{{"user", user("alice")}})["id"];
+  CHECK(say(api, id, "hello")["reply"]["content"] == "thinking about hello.");
+  const std::string path = conversation_path(id) + "/messages";
+  check_error(api.post(path, Json{{"content", "fail"}}), 503, "unavailable", "the model is down");
+  auto crash = api.post(path, Json{{"content", "crash"}});
+  check_error(crash, 500, "internal", "internal error");
+  CHECK_MESSAGE(!contains(crash.text, "secret"), crash.text);
+
+  // Streamed: the chunks before the failure are sent and stored; the message
+  // stays incomplete and an error event ends the stream.
+  auto streamed = api.post(path + "?stream=1", Json{{"content", "fail"}});
+  REQUIRE(streamed.status == 200);
+  auto events = parse_sse(streamed.text);
+  REQUIRE(events.size() == 5);
+  CHECK(events[0].event == "message");
+  CHECK(events[1].event == "start");
+  CHECK(events[2].event == "delta");
+  CHECK(events[3].event == "delta");
+  CHECK(events[4].event == "error");
+  CHECK(events[4].data["error"]["category"] == "unavailable");
+  const std::int64_t reply_id = events[1].data["id"];
+  auto stored = store.conversations().get_message(reply_id);
+  REQUIRE(stored.has_value());
+  CHECK(stored->content == "thinking about fail");
+  CHECK_FALSE(stored->complete);
 }
