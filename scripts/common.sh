@@ -11,13 +11,14 @@ CONVSTORE_BUILD_PACKAGES=(
   build-essential cmake pkg-config git
   libsoci-dev libsqlite3-dev libpq-dev nlohmann-json3-dev libfmt-dev libhiredis-dev
   libhowardhinnant-date-dev libical-dev libsodium-dev libcli11-dev tzdata
-  libcpp-httplib-dev
+  libcpp-httplib-dev  # the examples' HTTP server and client
 )
 # To run the tests: doctest, throwaway PostgreSQL and Redis servers, python3 (to
 # pick free ports; scripts/servers.sh works without it). The benchmarks
-# (CONVSTORE_BUILD_BENCH=ON, built by neither script) also need libbenchmark-dev.
+# (CONVSTORE_BUILD_BENCH=ON, built by neither script) also need libbenchmark-dev;
+# wrk drives bench/assistant_server.sh.
 # shellcheck disable=SC2034
-CONVSTORE_TEST_PACKAGES=(doctest-dev postgresql redis-server python3)
+CONVSTORE_TEST_PACKAGES=(doctest-dev postgresql redis-server python3 wrk)
 
 # ensure_packages PKG...: installs, with apt-get, those of the Debian packages
 # PKG... that are not installed; does nothing (and needs no network) when all
