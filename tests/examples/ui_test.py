@@ -43,7 +43,9 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -423,43 +425,67 @@ def free_port():
 
 
 class Server:
-    """The built assistant_server on a free port, on a fresh database."""
+    """The built assistant_server on a free port, on a fresh database.
 
-    def __init__(self, binary, backend, extra_args):
+    `args` may hold {db} (the database URL) and {port} (a free port picked
+    here); without {port} the server is expected to pick one (--listen
+    127.0.0.1:0) and print "listening on http://HOST:PORT" on stdout."""
+
+    def __init__(self):
         self.tmp = tempfile.mkdtemp(prefix="convstore-ui-server-")
         self.pg_admin = None
         self.schema = None
+        self.proc = None
+        self.url = None
+        self.stdout = []
+        self.listen_url = None
+        self.listening = threading.Event()
+        self.log = open(os.path.join(self.tmp, "server.log"), "w+b")
+
+    def start(self, binary, backend, args):
         if backend == "sqlite":
             db = f"sqlite:{os.path.join(self.tmp, 'ui.db')}"
         else:
             base = os.environ.get("CONVSTORE_TEST_PG_URL")
             if not base:
-                shutil.rmtree(self.tmp)
                 skip_or_fail("CONVSTORE_TEST_PG_URL is not set: the PostgreSQL UI test cannot run")
             self.pg_admin = base
             self.schema = "t_ui_" + uuid.uuid4().hex[:12]
             self.psql(f"CREATE SCHEMA {self.schema}")
             db = base + ("&" if "?" in base else "?") + "options=-csearch_path%3D" + self.schema
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = [a.replace("{port}", str(self.port)).replace("{db}", db) for a in extra_args]
-        self.log = open(os.path.join(self.tmp, "server.log"), "w+b")
-        log(f"starting {os.path.basename(binary)} on port {self.port} ({backend})")
-        self.proc = subprocess.Popen([binary] + args, stdin=subprocess.DEVNULL, stdout=self.log,
+        port = free_port() if any("{port}" in a for a in args) else None
+        args = [a.replace("{port}", str(port)).replace("{db}", db) for a in args]
+        log(f"starting {os.path.basename(binary)} ({backend})")
+        self.proc = subprocess.Popen([binary] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self.log, start_new_session=True)
+        # stdout is read to the end by a thread, so the server never blocks on it.
+        threading.Thread(target=self._read_stdout, daemon=True).start()
         until = deadline(15.0)
+        self.url = f"http://127.0.0.1:{port}" if port else None
         while True:
             if self.proc.poll() is not None:
                 raise Failure(f"the server exited with status {self.proc.returncode}:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if self.url is None and self.listening.is_set():
+                self.url = self.listen_url
+            if self.url:
+                try:
+                    with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                        if r.status == 200:
+                            log(f"server ready at {self.url}")
+                            return
+                except (urllib.error.URLError, OSError):
+                    pass
             if time.monotonic() > until:
                 raise Failure(f"the server did not answer /health:\n{self.output()}")
             time.sleep(0.05)
+
+    def _read_stdout(self):
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.stdout.append(line)
+            if not self.listening.is_set() and line.startswith("listening on http://"):
+                self.listen_url = line[len("listening on "):].strip()
+                self.listening.set()
 
     def psql(self, sql):
         psql = shutil.which("psql")
@@ -473,10 +499,13 @@ class Server:
     def output(self):
         self.log.flush()
         self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
+        err = self.log.read().decode(errors="replace")[-3000:]
+        return "stdout:\n" + "\n".join(self.stdout[-20:]) + "\nstderr:\n" + err
 
     def stop(self):
-        kill_group(self.proc)
+        if self.proc:
+            kill_group(self.proc)
+            self.proc.stdout.close()
         self.log.close()
         if self.schema:
             try:
@@ -551,7 +580,7 @@ def run(api, page):
 
     # ---- the review queue
     page.set_value("#user-select", user)
-    wanted = json.dumps(sorted(sids))
+    wanted = json.dumps(sorted(sids), separators=(",", ":"))
     page.wait(f"JSON.stringify([...document.querySelectorAll('[data-testid=suggestion]')]"
               f".map(e => e.dataset.suggestionId).sort()) === {json.dumps(wanted)}",
               "the 4 pending replies")
@@ -678,10 +707,17 @@ def main():
     target.add_argument("--url", help="a running server")
     target.add_argument("--server-bin", help="the assistant_server binary to start")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--server-args", default="--port {port} --db {db}",
-                        help="the server's arguments; {port} and {db} are replaced")
+    parser.add_argument("--server-args", default="--listen 127.0.0.1:0 --db {db}",
+                        help="the server's arguments: {db} is replaced by the database URL, "
+                             "{port} (if present) by a free port")
     parser.add_argument("--chromium", default=os.environ.get("CONVSTORE_CHROMIUM", "chromium"))
     args = parser.parse_args()
+
+    # Killed (ctest's timeout, Ctrl+C): still stop chromium and the server.
+    def interrupted(signum, _frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
 
     chromium_bin = shutil.which(args.chromium)
     if not chromium_bin:
@@ -690,16 +726,21 @@ def main():
     server = browser = None
     try:
         if args.server_bin:
-            server = Server(args.server_bin, args.backend, args.server_args.split())
+            server = Server()
+            server.start(args.server_bin, args.backend, args.server_args.split())
             base = server.url
         else:
             base = args.url
         browser = Chromium(chromium_bin)
         page = browser.connect()
         run(Api(base), page)
-    except Failure as e:
-        print(f"ui_test: FAILED: {e}", file=sys.stderr)
-        if server:
+    except Exception as e:  # noqa: BLE001 -- reported, then everything is cleaned up
+        if isinstance(e, Failure):
+            print(f"ui_test: FAILED: {e}", file=sys.stderr)
+        else:
+            traceback.print_exc()
+            print("ui_test: FAILED (an unexpected error, above)", file=sys.stderr)
+        if server and server.proc:
             print(f"--- server output ---\n{server.output()}", file=sys.stderr)
         return 1
     finally:
