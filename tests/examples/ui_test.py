@@ -594,6 +594,16 @@ def run(api, page):
     expect(page.js("document.querySelectorAll('img, b').length === 0 && window.__xss === undefined"),
            "user data was rendered as HTML")
 
+    # ---- a reply's whole conversation opens in the browser, and back
+    page.click(card(sids[0]) + " [data-testid=show-conversation]")
+    page.wait(f"!document.getElementById('transcript').hidden && "
+              f"document.getElementById('transcript').dataset.conversationId === '{first['conversation']}'",
+              "the reply's conversation in the browser")
+    expect(first["text"] in page.text("#transcript-messages"), "the transcript lacks the user's message")
+    page.click("#tab-review")
+    page.wait(f"!document.getElementById('review-view').hidden && !!document.querySelector({json.dumps(card(sids[0]))})",
+              "the review queue again")
+
     # ---- approve as is
     page.click(f"#approve-{sids[0]}")
     page.wait(f"!document.querySelector({json.dumps(card(sids[0]))}) && "
