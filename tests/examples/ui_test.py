@@ -569,6 +569,8 @@ def run(api, page):
     sids = [str(c["suggestion"]["id"]) for c in seeded]
     log(f"seeded user {user}, suggestions {', '.join(sids)}")
 
+    version = page.call("Browser.getVersion")
+    log(f"{version.get('product')} driven through the DevTools protocol")
     page.call("Runtime.enable")
     page.call("Page.enable")
     page.navigate(api.base + "/")
@@ -609,6 +611,9 @@ def run(api, page):
     page.wait(f"!document.querySelector({json.dumps(card(sids[0]))}) && "
               f"!document.getElementById('status').hidden", "the approved reply to leave the queue")
     expect(f"#{sids[0]}" in page.text("#status"), f"no confirmation: {page.text('#status')!r}")
+    focused = page.js("document.activeElement && document.activeElement.id")
+    expect(focused == f"approve-{sids[1]}",
+           f"after the action the focus is on {focused!r}, not on the next reply's Approve button")
     s = api.get(f"/api/v1/reviews/{sids[0]}")
     expect(s["status"] == "sent", f"approved suggestion {sids[0]} is {s['status']}, not sent")
     expect(s.get("edited_text") is None, f"an approval without edit stored an edit: {s}")
