@@ -21,6 +21,8 @@ clicks and typed text, and checks every outcome through the API:
     the API's error category and status are shown, nothing changes;
   - the conversation browser: user and status filters, paging by
     next_cursor, a transcript with the edited reply.
+  - no duplicate element id, every form field labelled, every button named;
+    after an action the focus moves to the next reply.
 Any uncaught JavaScript exception in the page fails the test.
 
 Bounded: every wait has a deadline, the whole run stays under 60 s; the
@@ -595,6 +597,20 @@ def run(api, page):
            f"the suggested text shown is {shown!r}, not {first['suggestion']['suggested_text']!r}")
     expect(page.js("document.querySelectorAll('img, b').length === 0 && window.__xss === undefined"),
            "user data was rendered as HTML")
+
+    problems = page.js("""(() => {
+        const out = [], ids = new Set();
+        for (const e of document.querySelectorAll('[id]')) {
+          if (ids.has(e.id)) out.push('duplicate id ' + e.id);
+          ids.add(e.id);
+        }
+        for (const e of document.querySelectorAll('input, select, textarea'))
+          if (!(e.labels && e.labels.length) && !e.getAttribute('aria-label')) out.push('no label for ' + (e.id || e.outerHTML));
+        for (const b of document.querySelectorAll('button'))
+          if (!b.textContent.trim() && !b.getAttribute('aria-label')) out.push('a button without a name');
+        return out;
+    })()""")
+    expect(not problems, f"accessibility: {problems}")
 
     # ---- a reply's whole conversation opens in the browser, and back
     page.click(card(sids[0]) + " [data-testid=show-conversation]")
