@@ -618,7 +618,19 @@ def run(api, page):
               f"document.getElementById('transcript').dataset.conversationId === '{first['conversation']}'",
               "the reply's conversation in the browser")
     expect(first["text"] in page.text("#transcript-messages"), "the transcript lacks the user's message")
-    page.click("#tab-review")
+    # The conversation's open reply, when the server reports one, is shown
+    # with a way back to the review queue.
+    reported = api.get(f"/api/v1/conversations/{first['conversation']}?messages=1").get("suggestion")
+    if reported:
+        expect(reported["id"] == first["suggestion"]["id"], f"the API reports another open reply: {reported}")
+        expect(page.js("!document.getElementById('transcript-suggestion').hidden") and
+               page.text("[data-testid=transcript-suggestion-status]") == "pending approval",
+               f"the transcript does not show the pending reply: {page.text('#transcript-suggestion')!r}")
+        page.click("[data-testid=review-suggestion]")
+    else:
+        expect(page.js("document.getElementById('transcript-suggestion').hidden"),
+               "the transcript shows an open reply the API does not report")
+        page.click("#tab-review")
     page.wait(f"!document.getElementById('review-view').hidden && !!document.querySelector({json.dumps(card(sids[0]))})",
               "the review queue again")
 
