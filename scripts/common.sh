@@ -14,11 +14,12 @@ CONVSTORE_BUILD_PACKAGES=(
   libcpp-httplib-dev  # the examples' HTTP server and client
 )
 # To run the tests: doctest, throwaway PostgreSQL and Redis servers, python3 (to
-# pick free ports; scripts/servers.sh works without it). The benchmarks
-# (CONVSTORE_BUILD_BENCH=ON, built by neither script) also need libbenchmark-dev;
-# wrk drives bench/assistant_server.sh.
+# pick free ports, scripts/servers.sh works without it; and to drive the
+# assistant_server web UI test), chromium (that test's headless browser), wrk
+# (bench/assistant_server.sh). The benchmarks (CONVSTORE_BUILD_BENCH=ON, built
+# by neither script) also need libbenchmark-dev.
 # shellcheck disable=SC2034
-CONVSTORE_TEST_PACKAGES=(doctest-dev postgresql redis-server python3 wrk)
+CONVSTORE_TEST_PACKAGES=(doctest-dev postgresql redis-server python3 chromium wrk)
 
 # ensure_packages PKG...: installs, with apt-get, those of the Debian packages
 # PKG... that are not installed; does nothing (and needs no network) when all
