@@ -103,7 +103,6 @@ class AssistantServer::Impl {
     // for it: keep them short.
     http_.set_keep_alive_timeout(1);
     http_.set_payload_max_length(options_.max_body);
-    serialize_writes_ = store_.backend() == "sqlite";
     install_guards();
     install_routes();
   }
@@ -128,17 +127,6 @@ class AssistantServer::Impl {
       std::function<void(const httplib::Request&, httplib::Response&, const std::string& body)>;
 
   // ---- plumbing ---------------------------------------------------------------
-
-  // Runs a store write. On SQLite the writes of this process go one at a
-  // time: SQLite has one writer, and threads that find it busy sleep in its
-  // busy handler (unfairly: 1 to 100 ms per try), which under load turns into
-  // seconds of tail latency. A mutex hands the write lock over at once.
-  template <class F>
-  auto writing(F&& f) -> decltype(f()) {
-    if (!serialize_writes_) return f();
-    std::lock_guard<std::mutex> lock(write_mutex_);
-    return f();
-  }
 
   // Runs a handler, turning what it throws into the JSON error response.
   void guarded(httplib::Response& res, const std::function<void()>& body) {
@@ -378,7 +366,7 @@ class AssistantServer::Impl {
 
   void create_agent(httplib::Response& res, const std::string& body) {
     const auto n = new_agent_from_json(parse_body(body));
-    const auto agent = writing([&] { return store_.agents().create_agent(n); });
+    const auto agent = store_.agents().create_agent(n);
     send_json(res, 201, cs::to_json(agent));
   }
 
@@ -409,9 +397,8 @@ class AssistantServer::Impl {
     const std::string id = req.matches[1].str();
     const Json j = parse_body(body);
     const auto current = find_agent(id);
-    const auto updated = writing([&] {
-      return store_.agents().update_agent(id, agent_update_from_json(j, current->config));
-    });
+    const auto updated =
+        store_.agents().update_agent(id, agent_update_from_json(j, current->config));
     send_json(res, 200, cs::to_json(updated));
   }
 
@@ -422,9 +409,8 @@ class AssistantServer::Impl {
     bool hard = false, force = false;
     if (auto v = param(req, "hard")) hard = parse_flag("hard", *v);
     if (auto v = param(req, "force")) force = parse_flag("force", *v);
-    const bool found = writing([&] {
-      return hard ? store_.agents().delete_agent(id, force) : store_.agents().deactivate_agent(id);
-    });
+    const bool found =
+        hard ? store_.agents().delete_agent(id, force) : store_.agents().deactivate_agent(id);
     if (!found) not_found("agent '" + id + "'");
     res.status = 204;
   }
@@ -447,28 +433,24 @@ class AssistantServer::Impl {
       }
     }
     auto& conversations = store_.conversations();
-    const cs::Conversation c = writing([&] {
-      return store_.transaction([&] {
-        const cs::User user = conversations.upsert_user(r.user);
-        cs::NewConversation n;
-        n.user_id = user.id;
-        n.channel = user.channel;
-        n.agent = r.agent_id;
-        n.title = r.title;
-        n.metadata = r.metadata;
-        n.metadata["review"] = r.review;
-        cs::Conversation started = conversations.start(n);
-        if (r.review) {
-          cs::DialogSettings settings;
-          settings.auto_send = false;  // replies wait for a person's approval
-          store_.dialogs().configure(started.id, settings);
-        }
-        return started;
-      });
+    const cs::Conversation c = store_.transaction([&] {
+      const cs::User user = conversations.upsert_user(r.user);
+      cs::NewConversation n;
+      n.user_id = user.id;
+      n.channel = user.channel;
+      n.agent = r.agent_id;
+      n.title = r.title;
+      n.metadata = r.metadata;
+      n.metadata["review"] = r.review;
+      cs::Conversation started = conversations.start(n);
+      if (r.review) {
+        cs::DialogSettings settings;
+        settings.auto_send = false;  // replies wait for a person's approval
+        store_.dialogs().configure(started.id, settings);
+      }
+      return started;
     });
-    if (r.agent_id)
-      writing(
-          [&] { return store_.agents().record_use(*r.agent_id); });  // usage statistics (seed 004)
+    if (r.agent_id) store_.agents().record_use(*r.agent_id);  // usage statistics (seed 004)
     send_json(res, 201, conversation_json(c));
   }
 
@@ -556,7 +538,7 @@ class AssistantServer::Impl {
     cs::NewMessage said;
     said.role = cs::Role::user;
     said.content = content;
-    const cs::Message user_message = writing([&] { return conversations.append(id, said); });
+    const cs::Message user_message = conversations.append(id, said);
 
     if (stream) {
       start_stream(res, conv, user_message);
@@ -572,7 +554,7 @@ class AssistantServer::Impl {
     } else {
       cs::NewMessage reply = assistant_message(conv, agent);
       reply.content = text;
-      out["reply"] = cs::to_json(writing([&] { return conversations.append(id, reply); }));
+      out["reply"] = cs::to_json(conversations.append(id, reply));
     }
     send_json(res, 201, out);
   }
@@ -601,7 +583,7 @@ class AssistantServer::Impl {
     s.answers_message_id = std::to_string(answered.id);
     s.answers_message_at = answered.created_at;
     s.text = text;
-    return writing([&] { return store_.reviews().suggest(conv.id, s); });
+    return store_.reviews().suggest(conv.id, s);
   }
 
   // Server-sent events: message (the user's), then start, delta per chunk
@@ -642,14 +624,14 @@ class AssistantServer::Impl {
       }
       cs::NewMessage start = assistant_message(conv, agent);
       start.complete = false;
-      const cs::Message started = writing([&] { return conversations.append(conv.id, start); });
+      const cs::Message started = conversations.append(conv.id, start);
       send("start", Json{{"id", started.id}});
       responder_->respond(turn, [&](std::string_view chunk) {
         if (chunk.empty()) return;
-        writing([&] { return conversations.append_content(started.id, chunk); });
+        conversations.append_content(started.id, chunk);
         send("delta", Json{{"text", std::string(chunk)}});
       });
-      send("done", cs::to_json(writing([&] { return conversations.finish_message(started.id); })));
+      send("done", cs::to_json(conversations.finish_message(started.id)));
     } catch (const cs::Error& e) {
       const int status = http_status(e.code());
       if (status == 500) std::cerr << "assistant_server: internal error: " << e.what() << "\n";
@@ -667,8 +649,7 @@ class AssistantServer::Impl {
     const auto r = event_request_from_json(parse_body(body));
     cs::BookingOptions options;
     options.refuse_conflicts = r.refuse_conflicts;
-    send_json(res, 201,
-              event_json(writing([&] { return store_.calendar().create(r.event, options); })));
+    send_json(res, 201, event_json(store_.calendar().create(r.event, options)));
   }
 
   static std::optional<cs::UserId> owner_param(const httplib::Request& req) {
@@ -730,7 +711,7 @@ class AssistantServer::Impl {
     Fields f(optional_body(body));
     const auto text = f.string("text");
     f.finish();
-    writing([&] { return store_.reviews().approve(id, text); });
+    store_.reviews().approve(id, text);
     auto delivered = deliver_approved();
     Json out = cs::to_json(find_suggestion(id));
     auto it = delivered.find(id);
@@ -743,7 +724,7 @@ class AssistantServer::Impl {
     Fields f(optional_body(body));
     const auto reason = f.string("reason");
     f.finish();
-    send_json(res, 200, cs::to_json(writing([&] { return store_.reviews().reject(id, reason); })));
+    send_json(res, 200, cs::to_json(store_.reviews().reject(id, reason)));
   }
 
   // This server is also the review queue's sender: "sending" an approved
@@ -757,30 +738,27 @@ class AssistantServer::Impl {
     auto& conversations = store_.conversations();
     constexpr std::size_t batch = 100;
     for (;;) {
-      auto claimed = writing(
-          [&] { return reviews.claim_to_send(options_.sender, batch, std::chrono::seconds(60)); });
+      auto claimed = reviews.claim_to_send(options_.sender, batch, std::chrono::seconds(60));
       for (const auto& s : claimed) {
         try {
-          cs::Message m = writing([&] {
-            return store_.transaction([&] {
-              const auto conv = conversations.get(s.conversation_id);
-              cs::NewMessage a;
-              a.role = cs::Role::assistant;
-              if (conv) a.agent = conv->agent;
-              a.content = s.text();
-              a.client_key = "suggestion:" + std::to_string(s.id);
-              a.metadata = Json{{"suggestion_id", s.id}};
-              cs::Message stored = conversations.append(s.conversation_id, a);
-              reviews.mark_sent(s.id, s.claim());
-              return stored;
-            });
+          cs::Message m = store_.transaction([&] {
+            const auto conv = conversations.get(s.conversation_id);
+            cs::NewMessage a;
+            a.role = cs::Role::assistant;
+            if (conv) a.agent = conv->agent;
+            a.content = s.text();
+            a.client_key = "suggestion:" + std::to_string(s.id);
+            a.metadata = Json{{"suggestion_id", s.id}};
+            cs::Message stored = conversations.append(s.conversation_id, a);
+            reviews.mark_sent(s.id, s.claim());
+            return stored;
           });
           delivered.emplace(s.id, std::move(m));
         } catch (const cs::Error& e) {
           std::cerr << "assistant_server: could not deliver suggestion " << s.id << ": " << e.what()
                     << "\n";
           try {
-            writing([&] { return reviews.mark_failed(s.id, s.claim(), e.what()); });
+            reviews.mark_failed(s.id, s.claim(), e.what());
           } catch (const cs::Error&) {
             // Left claimed: the claim expires and another delivery retries.
           }
@@ -798,8 +776,6 @@ class AssistantServer::Impl {
   Clock clock_;
   ServerOptions options_;
   httplib::Server http_;
-  bool serialize_writes_ = false;
-  std::mutex write_mutex_;
   std::atomic<std::uint64_t> requests_{0};
   std::atomic<std::uint64_t> client_errors_{0};
   std::atomic<std::uint64_t> server_errors_{0};
