@@ -39,8 +39,20 @@ Json error_body(std::string_view category, std::string_view message) {
 
 Json parse_body(const std::string& body) {
   if (body.empty()) throw HttpError(400, "invalid_argument", "the request body is empty");
+  // Parsing does not recurse, but copying and printing a JSON value do: a
+  // body of a few hundred thousand nested brackets would overflow a worker
+  // thread's stack later. Nothing the API takes nests that deep.
+  const auto limit_depth = [](int depth, Json::parse_event_t event, Json&) {
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
+        depth >= kMaxBodyDepth) {
+      throw HttpError(
+          422, "invalid_argument",
+          "the request body nests deeper than " + std::to_string(kMaxBodyDepth) + " levels");
+    }
+    return true;
+  };
   try {
-    return Json::parse(body);
+    return Json::parse(body, limit_depth);
   } catch (const Json::parse_error& e) {
     throw HttpError(400, "invalid_argument",
                     std::string("the request body is not JSON: ") + e.what());
@@ -203,6 +215,12 @@ convstore::NewAgent new_agent_from_json(const Json& body) {
   Fields f(body);
   convstore::NewAgent a;
   auto id = f.string("id");
+  // The id is a path segment of /api/v1/agents/{id}: an id with a '/'
+  // could be created but never reached again.
+  if (id && id->find('/') != std::string::npos) {
+    throw Error(ErrorCode::invalid_argument,
+                "field 'id' must not contain '/' (it is a path segment of /api/v1/agents/{id})");
+  }
   a.id = id ? *id : generated_agent_id();
   a.name = f.required_string("name");
   a.description = f.string("description").value_or("");

@@ -44,8 +44,11 @@ int http_status(convstore::ErrorCode code) noexcept;
 // {"error": {"category": ..., "message": ...}}
 Json error_body(std::string_view category, std::string_view message);
 
+// How deeply a request body's objects and arrays may nest.
+constexpr int kMaxBodyDepth = 64;
 // Parses a request body. Not JSON (or empty): HttpError 400
-// "invalid_argument". Whether it is an object is checked by Fields.
+// "invalid_argument"; nested deeper than kMaxBodyDepth: HttpError 422.
+// Whether it is an object is checked by Fields.
 Json parse_body(const std::string& body);
 
 // Reads the members of a JSON object, checking their types. A member that

@@ -12,8 +12,11 @@
 #include <fstream>
 #include <istream>
 #include <iterator>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 #include <utility>
 
 #include "parser.hpp"
@@ -28,6 +31,19 @@ using convstore::StateScope;
 // ---- updates ---------------------------------------------------------------
 
 namespace {
+
+// The longest prefix of `s` of at most `max_bytes` bytes that does not cut
+// a UTF-8 character in two (convstore refuses invalid UTF-8).
+std::string utf8_prefix(const std::string& s, std::size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  std::size_t end = max_bytes;
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+  return s.substr(0, end);
+}
+
+// A conversation's title, and the name of a learned template: the text's
+// first 200 bytes.
+std::string short_text(const std::string& s) { return utf8_prefix(s, 200); }
 
 std::string id_text(const Json& v, const char* what) {
   if (v.is_number_integer()) return std::to_string(v.get<std::int64_t>());
@@ -140,7 +156,21 @@ void read_updates(std::istream& in, const std::function<void(const Json&)>& each
 
 namespace {
 
-std::string csv_field(const std::string& s) {
+// A text that a spreadsheet would take for a formula: it starts with = + -
+// @, a tab or a carriage return and is not a plain number.
+bool formula_like(const std::string& s) {
+  if (s.empty() || std::string_view("=+-@\t\r").find(s[0]) == std::string_view::npos) {
+    return false;
+  }
+  static const std::regex number(R"(-?[0-9]+(\.[0-9]+)?)");
+  return !std::regex_match(s, number);
+}
+
+// A field of a CSV line: RFC 4180 quoting, and a formula-like text made
+// plain text with a leading ' (OWASP's rule against CSV injection: the sheet
+// stands in for Google Sheets, which would run it).
+std::string csv_field(const std::string& text) {
+  const std::string s = formula_like(text) ? "'" + text : text;
   if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
   std::string out = "\"";
   for (char c : s) {
@@ -474,7 +504,7 @@ void Bot::new_operation(const Update& update, const IncomingMessage& m, convstor
   init.chat_id = m.chat_id;
   init.agent = options_.agent;
   init.kind = type;
-  init.title = m.text.substr(0, 200);
+  init.title = short_text(m.text);
   // Keyed by the message: processing it again after a crash finds the same
   // conversation.
   const Conversation c = cs.get_or_create(
@@ -563,7 +593,7 @@ void Bot::continue_operation(const Update& update, const IncomingMessage& m,
 
 std::optional<convstore::OperationTemplate> Bot::learned(convstore::UserId user, const Json& op) {
   if (!op.contains("description") || !op["description"].is_string()) return std::nullopt;
-  const std::string description = op["description"].get<std::string>();
+  const std::string description = short_text(op["description"].get<std::string>());
   for (auto& t : store_.templates().list(op.value("type", "expense"), user, 1000)) {
     if (t.user_id == user && t.name == description) return t;
   }
@@ -600,7 +630,7 @@ void Bot::remember(std::optional<convstore::UserId> user, const Json& op,
   convstore::NewOperationTemplate t;
   t.user_id = *user;
   t.kind = op.value("type", "expense");
-  t.name = op["description"].get<std::string>().substr(0, 200);
+  t.name = short_text(op["description"].get<std::string>());
   t.sample_input = sample;
   t.expected_output = output;
   store_.templates().record_use(store_.templates().add(t).id);
@@ -662,7 +692,7 @@ void Bot::plain_reply(const Update& update, const IncomingMessage& m, convstore:
   init.chat_id = m.chat_id;
   init.agent = options_.agent;
   init.kind = "information";
-  init.title = m.text.substr(0, 200);
+  init.title = short_text(m.text);
   const Conversation c = cs.get_or_create(
       options_.channel + ":" + m.chat_id + ":" + std::to_string(m.message_id), init);
   Reply reply{m.chat_id, text, m.message_id};

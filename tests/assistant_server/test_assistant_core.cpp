@@ -44,6 +44,28 @@ TEST_CASE("assistant_server: request bodies are checked field by field") {
     }
     CHECK(thrown);
   }
+  SUBCASE("an agent id with a '/' is refused: no URL could reach it") {
+    CHECK_THROWS_AS(new_agent_from_json(Json{{"id", "team/a"}, {"name", "A"}}), convstore::Error);
+    CHECK(new_agent_from_json(Json{{"id", "team-a"}, {"name", "A"}}).id == "team-a");
+  }
+  SUBCASE("a body nested deeper than the limit is a 422, however deep") {
+    for (std::size_t depth : {std::size_t(kMaxBodyDepth) + 1, std::size_t(500000)}) {
+      CAPTURE(depth);
+      std::string deep = std::string(depth, '[') + std::string(depth, ']');
+      bool thrown = false;
+      try {
+        parse_body(deep);
+      } catch (const HttpError& e) {
+        thrown = true;
+        CHECK(e.status() == 422);
+        CHECK(std::string(e.what()).find("nests deeper") != std::string::npos);
+      }
+      CHECK(thrown);
+    }
+    std::string at_limit =
+        "{\"a\":" + std::string(kMaxBodyDepth - 1, '[') + std::string(kMaxBodyDepth - 1, ']') + "}";
+    CHECK(parse_body(at_limit).is_object());
+  }
   SUBCASE("an agent: name required, types checked, unknown fields refused") {
     auto a = new_agent_from_json(Json{{"id", "support"},
                                       {"name", "Support Bot"},

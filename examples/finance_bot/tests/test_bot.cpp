@@ -306,3 +306,46 @@ TEST_CASE_TEMPLATE("finance_bot bot: /timezone sets the user's zone, the sheet's
   REQUIRE(rows.size() == 1);
   CHECK(rows[0][1] == "2026-01-01 18:00:04");  // UTC+9
 }
+
+// Titles and learned templates keep the first 200 bytes of a text: cut where
+// a UTF-8 character ends, or convstore would refuse the text and the message
+// (and the row already written) would be lost.
+TEST_CASE_TEMPLATE("finance_bot bot: a long non-ASCII message is recorded whole", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  BotFixture f(db);
+  std::string description = "x";
+  for (int i = 0; i < 150; ++i) description += "ж";  // byte 200 is inside a character
+  CHECK(f.bot.handle(message(1, 10, "42", description + " 300 cash")) == Bot::Outcome::processed);
+  REQUIRE(f.messenger.sent.size() == 1);
+  auto c = f.cs().find("telegram:42:10");
+  REQUIRE(c.has_value());
+  REQUIRE(c->title.has_value());
+  CHECK(c->title->size() == 199);
+  CHECK(description.compare(0, 199, *c->title) == 0);
+  // The category is asked, answered, and learned under the description's
+  // first 200 bytes; the same description later uses it.
+  CHECK(f.bot.handle(message(2, 11, "42", "gifts", 900)) == Bot::Outcome::processed);
+  CHECK(f.cs().get(c->id)->status == ConversationStatus::completed);
+  CHECK(f.bot.handle(message(3, 12, "42", description + " 500 cash")) == Bot::Outcome::processed);
+  auto rows = f.sheet.rows();
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0][4] == description);
+  CHECK(rows[1][4] == description);
+  CHECK(rows[1][7] == "gifts");
+}
+
+// The sheet stands in for Google Sheets: a description a spreadsheet would
+// run as a formula is written as text.
+TEST_CASE_TEMPLATE("finance_bot bot: formula-like text goes into the sheet as text", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  BotFixture f(db);
+  CHECK(f.bot.handle(message(1, 10, "42", "@sum coffee 300 cash")) == Bot::Outcome::processed);
+  auto rows = f.sheet.rows();
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0][3] == "300");
+  REQUIRE_FALSE(rows[0][4].empty());
+  CHECK(rows[0][4][0] == '\'');
+  CHECK(rows[0][4].find("@sum") == 1);
+}
