@@ -440,4 +440,21 @@ Stats Store::stats() const {
 
 void Store::run_transaction(const std::function<void()>& body) { impl_->run_transaction(body); }
 
+Json to_json(const Stats& s) {
+  return Json{{"users", s.users},         {"conversations", s.conversations},
+              {"active", s.active},       {"completed", s.completed},
+              {"abandoned", s.abandoned}, {"archived", s.archived},
+              {"messages", s.messages},   {"agents", s.agents}};
+}
+
+Json to_json(const OperationStats& s) {
+  return Json{{"action", s.action},
+              {"calls", s.calls},
+              {"errors", s.errors},
+              {"conflicts", s.conflicts},
+              {"total_us", s.total_time.count()},
+              {"p50_us", s.p50_us},
+              {"p99_us", s.p99_us}};
+}
+
 }  // namespace convstore

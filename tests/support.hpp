@@ -8,12 +8,35 @@
 #include <doctest/doctest.h>
 
 #include <convstore/convstore.hpp>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace testing {
+
+// A temporary directory for the files a test writes, removed at the end.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// The whole content of a file ("" when it cannot be read).
+std::string read_file(const std::string& path);
+
+bool contains(const std::string& s, const std::string& part);
+
+// A program the tests run: $`env_var` when set, else `built` (its path in
+// the build tree, compiled in).
+std::string program_path(const char* env_var, const std::string& built);
 
 struct Sqlite {
   static constexpr const char* name = "sqlite";

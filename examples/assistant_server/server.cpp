@@ -330,24 +330,10 @@ class AssistantServer::Impl {
     const auto s = store_.stats();
     Json ops = Json::array();
     for (const auto& o : store_.operation_stats()) {
-      ops.push_back(Json{{"action", o.action},
-                         {"calls", o.calls},
-                         {"errors", o.errors},
-                         {"conflicts", o.conflicts},
-                         {"total_us", o.total_time.count()},
-                         {"p50_us", o.p50_us},
-                         {"p99_us", o.p99_us}});
+      ops.push_back(cs::to_json(o));
     }
     Json j{{"backend", store_.backend()},
-           {"stats",
-            {{"users", s.users},
-             {"conversations", s.conversations},
-             {"active", s.active},
-             {"completed", s.completed},
-             {"abandoned", s.abandoned},
-             {"archived", s.archived},
-             {"messages", s.messages},
-             {"agents", s.agents}}},
+           {"stats", cs::to_json(s)},
            {"operations", std::move(ops)},
            {"http",
             {{"requests", requests_.load(std::memory_order_relaxed)},

@@ -486,6 +486,21 @@ std::optional<Conversation> Bot::waiting_conversation(const IncomingMessage& m,
   return std::nullopt;
 }
 
+Conversation Bot::conversation_of(const IncomingMessage& m, convstore::UserId user,
+                                  const std::string& kind) {
+  convstore::NewConversation init;
+  init.user_id = user;
+  init.channel = options_.channel;
+  init.chat_id = m.chat_id;
+  init.agent = options_.agent;
+  init.kind = kind;
+  init.title = short_text(m.text);
+  // Keyed by the message: processing it again after a crash finds the same
+  // conversation.
+  return store_.conversations().get_or_create(
+      options_.channel + ":" + m.chat_id + ":" + std::to_string(m.message_id), init);
+}
+
 void Bot::new_operation(const Update& update, const IncomingMessage& m, convstore::UserId user) {
   auto op = parse_operation(m.text);
   if (!op) {
@@ -498,17 +513,7 @@ void Bot::new_operation(const Update& update, const IncomingMessage& m, convstor
   (*op)["date"] = local_time(m.date, who ? who->time_zone : "UTC");
   apply_learned(*op, user);
   const std::string type = (*op)["type"].get<std::string>();
-  convstore::NewConversation init;
-  init.user_id = user;
-  init.channel = options_.channel;
-  init.chat_id = m.chat_id;
-  init.agent = options_.agent;
-  init.kind = type;
-  init.title = short_text(m.text);
-  // Keyed by the message: processing it again after a crash finds the same
-  // conversation.
-  const Conversation c = cs.get_or_create(
-      options_.channel + ":" + m.chat_id + ":" + std::to_string(m.message_id), init);
+  const Conversation c = conversation_of(m, user, type);
 
   const Json missing = missing_fields(*op);
   Reply reply{m.chat_id, "", m.message_id};
@@ -686,15 +691,7 @@ void Bot::plain_reply(const Update& update, const IncomingMessage& m, convstore:
   // Not an operation: kept as an "information" conversation of its own
   // (seed 000's operation type), completed at once.
   auto& cs = store_.conversations();
-  convstore::NewConversation init;
-  init.user_id = user;
-  init.channel = options_.channel;
-  init.chat_id = m.chat_id;
-  init.agent = options_.agent;
-  init.kind = "information";
-  init.title = short_text(m.text);
-  const Conversation c = cs.get_or_create(
-      options_.channel + ":" + m.chat_id + ":" + std::to_string(m.message_id), init);
+  const Conversation c = conversation_of(m, user, "information");
   Reply reply{m.chat_id, text, m.message_id};
   const auto sent = messenger_.send(reply, m);
   store_.transaction([&] {

@@ -124,6 +124,10 @@ class Bot {
   static std::string agent_for(const std::string& type);
 
  private:
+  // The conversation that message `m` starts, of `kind` (created once: it is
+  // keyed by the message).
+  convstore::Conversation conversation_of(const IncomingMessage& m, convstore::UserId user,
+                                          const std::string& kind);
   void new_operation(const Update& update, const IncomingMessage& m, convstore::UserId user);
   void continue_operation(const Update& update, const IncomingMessage& m,
                           const convstore::Conversation& conversation);

@@ -101,6 +101,13 @@ struct OperationStats {
 // estimated from its histogram, in microseconds (0 without calls).
 CONVSTORE_EXPORT double latency_percentile_us(const OperationStats& s, double q) noexcept;
 
+// {"users", "conversations", "active", "completed", "abandoned", "archived",
+// "messages", "agents"}.
+CONVSTORE_EXPORT Json to_json(const Stats& s);
+// {"action", "calls", "errors", "conflicts", "total_us", "p50_us", "p99_us"}
+// (the histogram itself is left out).
+CONVSTORE_EXPORT Json to_json(const OperationStats& s);
+
 // An open database: the connection pool, the schema, and the stores reached
 // through it (conversations(), ...).
 //

@@ -29,13 +29,7 @@ Json migrations_json(const std::vector<SchemaMigration>& migrations) {
 Json operations_json(const std::vector<OperationStats>& operations) {
   Json out = Json::array();
   for (const auto& o : operations) {
-    out.push_back({{"action", o.action},
-                   {"calls", o.calls},
-                   {"errors", o.errors},
-                   {"conflicts", o.conflicts},
-                   {"total_us", o.total_time.count()},
-                   {"p50_us", o.p50_us},
-                   {"p99_us", o.p99_us}});
+    out.push_back(to_json(o));
   }
   return out;
 }
@@ -184,15 +178,7 @@ int run_stats(const StatsArgs& args) {
                 {"schema_version", health.schema_version},
                 {"library_schema_version", Store::library_schema_version()},
                 {"health", health_json},
-                {"counts",
-                 {{"users", s.users},
-                  {"conversations", s.conversations},
-                  {"active", s.active},
-                  {"completed", s.completed},
-                  {"abandoned", s.abandoned},
-                  {"archived", s.archived},
-                  {"messages", s.messages},
-                  {"agents", s.agents}}}};
+                {"counts", to_json(s)}};
     out["by_channel"] = storage_json(by_channel);
     out["by_agent"] = storage_json(by_agent);
     if (args.operations) out["operations"] = operations_json(operations);

@@ -2,6 +2,8 @@
 // SPDX-License-Identifier: MIT
 #include "server_process.hpp"
 
+#include "../support.hpp"
+
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
@@ -25,17 +27,6 @@ namespace testing {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string server_path() {
-  const char* env = std::getenv("CONVSTORE_ASSISTANT_SERVER");
-  if (env != nullptr && *env != '\0') return env;
-  return ASSISTANT_SERVER_PATH;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 // Reads one line from `fd` before `deadline`; false on EOF or timeout.
 bool read_line(int fd, std::string& line, Clock::time_point deadline) {
@@ -61,7 +52,7 @@ bool read_line(int fd, std::string& line, Clock::time_point deadline) {
 
 ServerProcess::ServerProcess(std::vector<std::string> args) {
   static std::atomic<int> counter{0};
-  const std::string path = server_path();
+  const std::string path = program_path("CONVSTORE_ASSISTANT_SERVER", ASSISTANT_SERVER_PATH);
   REQUIRE_MESSAGE(std::filesystem::exists(path),
                   "the assistant_server binary is missing: " << path);
   err_file_ =
@@ -143,11 +134,11 @@ int ServerProcess::stop(int signal) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-std::string ServerProcess::log() const { return slurp(err_file_); }
+std::string ServerProcess::log() const { return read_file(err_file_); }
 
 int run_to_exit(const std::vector<std::string>& args, std::string& err) {
   static std::atomic<int> counter{0};
-  const std::string path = server_path();
+  const std::string path = program_path("CONVSTORE_ASSISTANT_SERVER", ASSISTANT_SERVER_PATH);
   const std::string err_file = (std::filesystem::temp_directory_path() /
                                 ("assistant_server_exit_" + std::to_string(getpid()) + "_" +
                                  std::to_string(counter++) + ".err"))
@@ -181,7 +172,7 @@ int run_to_exit(const std::vector<std::string>& args, std::string& err) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  err = slurp(err_file);
+  err = read_file(err_file);
   std::error_code ec;
   std::filesystem::remove(err_file, ec);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

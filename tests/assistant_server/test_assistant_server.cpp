@@ -20,6 +20,7 @@
 using convstore::Json;
 using testing::Api;
 using testing::check_error;
+using testing::contains;
 using testing::parse_sse;
 using testing::Reply;
 using testing::ServerProcess;
@@ -51,10 +52,6 @@ Json say(Api& api, std::int64_t conversation, const std::string& text) {
   auto r = api.post(conversation_path(conversation) + "/messages", Json{{"content", text}});
   REQUIRE_MESSAGE(r.status == 201, r.text);
   return r.json;
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 }  // namespace

@@ -15,24 +15,9 @@
 
 namespace testing {
 
-namespace {
-
-std::string cli_path() {
-  const char* env = std::getenv("CONVSTORE_CLI");
-  if (env != nullptr && *env != '\0') return env;
-  return CONVSTORE_CLI_PATH;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-}  // namespace
-
 CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin_file) {
   static std::atomic<int> counter{0};
-  const std::string path = cli_path();
+  const std::string path = program_path("CONVSTORE_CLI", CONVSTORE_CLI_PATH);
   REQUIRE_MESSAGE(std::filesystem::exists(path), "the convstore binary is missing: " << path);
   auto base = std::filesystem::temp_directory_path() /
               ("convstore_cli_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
@@ -63,15 +48,11 @@ CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin
   }
   CliResult r;
   r.status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
-  r.out = slurp(out_file);
-  r.err = slurp(err_file);
+  r.out = read_file(out_file);
+  r.err = read_file(err_file);
   std::filesystem::remove(out_file);
   std::filesystem::remove(err_file);
   return r;
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 void check_error(const CliResult& r, int status, const std::string& mentions) {

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "../support.hpp"
+
 namespace testing {
 
 struct CliResult {
@@ -20,8 +22,6 @@ struct CliResult {
 // Runs the binary with `args`, stdin read from `stdin_file`.
 CliResult run_cli(const std::vector<std::string>& args,
                   const std::string& stdin_file = "/dev/null");
-
-bool contains(const std::string& s, const std::string& part);
 
 // The error convention: nothing on stdout, one "convstore: error: ..." on
 // stderr naming `mentions`, exit status `status`.

@@ -22,35 +22,11 @@ using testing::check_error;
 using testing::contains;
 using testing::in_order;
 using testing::parse_json;
+using testing::read_file;
 using testing::run_cli;
+using testing::TempDir;
 
 namespace {
-
-// A temporary directory for the files a test writes, removed at the end.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            ("convstore_cli_data_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
 void spit(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -154,7 +130,7 @@ TEST_CASE_TEMPLATE("export, then import into the other backend, gives the same t
   CHECK(contains(e.out, "conversation 3"));
   // Without a terminal the progress is plain lines on stderr, ending with the total.
   CHECK(in_order(e.err, {"exported ", "rows (100%)\n"}));
-  auto lines = lines_of(slurp(file));
+  auto lines = lines_of(read_file(file));
   REQUIRE(lines.size() > 10);
   CHECK(contains(lines[0], "\"format\":\"convstore\""));
 
@@ -166,7 +142,7 @@ TEST_CASE_TEMPLATE("export, then import into the other backend, gives the same t
   CHECK(summary["rows"] == static_cast<std::int64_t>(lines.size() - 1));
   CHECK(summary["rows_by_type"]["message"] == 7);
   CHECK(summary["rows_by_type"]["user"] == 2);
-  CHECK(slurp(dir.file("again.jsonl")) == slurp(file));
+  CHECK(read_file(dir.file("again.jsonl")) == read_file(file));
 
   REQUIRE(run_cli({"migrate", other.url()}).status == 0);
   auto i = run_cli({"import", other.url(), file});
@@ -233,7 +209,7 @@ TEST_CASE_TEMPLATE("import of a broken file names the line and imports nothing",
   }
   const std::string good = dir.file("good.jsonl");
   REQUIRE(run_cli({"export", db.url(), good, "--quiet"}).status == 0);
-  auto lines = lines_of(slurp(good));
+  auto lines = lines_of(read_file(good));
   const std::size_t records = lines.size() - 1;
   // Line 3 is not JSON; the last line is a message of an unknown conversation.
   lines.insert(lines.begin() + 2, "{\"type\":\"user\",\"id\":");

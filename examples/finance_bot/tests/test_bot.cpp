@@ -49,29 +49,11 @@ Update message(std::int64_t update_id, std::int64_t message_id, const std::strin
   return u;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = std::filesystem::temp_directory_path() /
-            ("finance_bot_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
 // A bot on a fresh database of backend B.
 struct BotFixture {
   explicit BotFixture(const testing::TestDb& db)
       : store(db.open()), sheet(dir.file("finance.csv")), bot(store, sheet, messenger) {}
-  TempDir dir;
+  testing::TempDir dir;
   Store store;
   finance_bot::CsvSheet sheet;
   FakeMessenger messenger;

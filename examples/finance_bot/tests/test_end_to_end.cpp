@@ -32,26 +32,15 @@
 extern char** environ;
 
 using namespace convstore;
+using testing::contains;
+using testing::program_path;
+using testing::read_file;
+using testing::TempDir;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
 const std::string kToken = "123456:TEST-secret-token-e2e";
-
-std::string bot_path() {
-  const char* env = std::getenv("FINANCE_BOT");
-  if (env != nullptr && *env != '\0') return env;
-  return FINANCE_BOT_PATH;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 bool in_order(const std::string& text, const std::vector<std::string>& parts) {
   std::size_t at = 0;
@@ -73,24 +62,6 @@ bool wait_until(const std::function<bool()>& done,
   }
   return done();
 }
-
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            ("finance_bot_e2e_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 // A Bot API stub on 127.0.0.1 (a free port): getUpdates serves the queued
 // updates from the requested offset (dropping the confirmed ones, as
@@ -232,7 +203,7 @@ class BotProcess {
   BotProcess(const std::vector<std::string>& args, const std::vector<std::string>& env,
              const std::string& log_base, const std::string& stdin_file = "/dev/null")
       : out_(log_base + ".out"), err_(log_base + ".err") {
-    const std::string path = bot_path();
+    const std::string path = program_path("FINANCE_BOT", FINANCE_BOT_PATH);
     REQUIRE_MESSAGE(std::filesystem::exists(path), "the finance_bot binary is missing: " << path);
     // Everything the child needs is built before fork (the stub's threads
     // run: the child may only call async-signal-safe functions).
@@ -301,8 +272,8 @@ class BotProcess {
     ::kill(pid_, SIGTERM);
     return wait_exit(std::chrono::seconds(15));
   }
-  std::string out() const { return slurp(out_); }
-  std::string err() const { return slurp(err_); }
+  std::string out() const { return read_file(out_); }
+  std::string err() const { return read_file(err_); }
 
  private:
   pid_t pid_ = -1;
