@@ -3,6 +3,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "support.hpp"
 
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
@@ -16,6 +17,8 @@
 #include <random>
 #include <sstream>
 #include <vector>
+
+extern char** environ;
 
 namespace testing {
 
@@ -43,6 +46,36 @@ bool contains(const std::string& s, const std::string& part) {
 std::string program_path(const char* env_var, const std::string& built) {
   const char* env = std::getenv(env_var);
   return env != nullptr && *env != '\0' ? std::string(env) : built;
+}
+
+std::vector<std::string> environment() {
+  std::vector<std::string> out;
+  for (char** e = environ; *e != nullptr; ++e) out.emplace_back(*e);
+  return out;
+}
+
+int spawn(const std::vector<std::string>& argv, const std::vector<std::string>& envp,
+          const std::string& in, const std::string& out, const std::string& err) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  std::vector<char*> env;
+  for (const auto& e : envp) env.push_back(const_cast<char*>(e.c_str()));
+  env.push_back(nullptr);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int in_fd = open(in.c_str(), O_RDONLY);
+    int out_fd = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int err_fd = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (in_fd < 0 || out_fd < 0 || err_fd < 0) _exit(126);
+    dup2(in_fd, 0);
+    dup2(out_fd, 1);
+    dup2(err_fd, 2);
+    execve(args[0], args.data(), env.data());
+    _exit(127);
+  }
+  return pid;
 }
 
 namespace {

@@ -38,6 +38,15 @@ bool contains(const std::string& s, const std::string& part);
 // the build tree, compiled in).
 std::string program_path(const char* env_var, const std::string& built);
 
+// Starts argv[0] with `argv` and the environment `envp` (NAME=value),
+// stdin read from `in`, stdout and stderr written to the files `out` and
+// `err`; returns its pid. Everything the child needs is built before fork,
+// so it is safe while other threads of the test run.
+int spawn(const std::vector<std::string>& argv, const std::vector<std::string>& envp,
+          const std::string& in, const std::string& out, const std::string& err);
+// This process's environment, NAME=value each.
+std::vector<std::string> environment();
+
 struct Sqlite {
   static constexpr const char* name = "sqlite";
 };

@@ -459,9 +459,7 @@ Bot::Outcome Bot::handle(const Update& update) {
   return Outcome::processed;
 }
 
-std::optional<Conversation> Bot::waiting_conversation(const IncomingMessage& m,
-                                                      convstore::UserId user) {
-  auto& cs = store_.conversations();
+std::vector<Conversation> Bot::active_in_chat(const IncomingMessage& m, convstore::UserId user) {
   convstore::ConversationFilter f;
   f.user_id = user;
   f.channel = options_.channel;
@@ -469,10 +467,15 @@ std::optional<Conversation> Bot::waiting_conversation(const IncomingMessage& m,
   f.agent = options_.agent;
   f.status = ConversationStatus::active;
   f.limit = 20;
+  return store_.conversations().list(f).items;
+}
+
+std::optional<Conversation> Bot::waiting_conversation(const IncomingMessage& m,
+                                                      convstore::UserId user) {
+  auto& cs = store_.conversations();
   const bool names_amount = parse_text(m.text).fields.contains("amount");
   // Newest first: the most recently asked question wins.
-  const auto page = cs.list(f);
-  for (const auto& c : page.items) {
+  for (const auto& c : active_in_chat(m, user)) {
     if (cs.open_questions(c.id).empty()) continue;
     auto missing = cs.latest_data(c.id, DataKind::missing_fields);
     bool wants_amount = false;
@@ -652,15 +655,7 @@ void Bot::cancel(const Update& update, const IncomingMessage& m, convstore::User
     }
   }
   if (!target) {
-    convstore::ConversationFilter f;
-    f.user_id = user;
-    f.channel = options_.channel;
-    f.chat_id = m.chat_id;
-    f.agent = options_.agent;
-    f.status = ConversationStatus::active;
-    f.limit = 20;
-    const auto page = cs.list(f);
-    for (const auto& c : page.items) {
+    for (const auto& c : active_in_chat(m, user)) {
       if (!cs.open_questions(c.id).empty()) {
         target = c;
         break;

@@ -134,6 +134,9 @@ class Bot {
   void cancel(const Update& update, const IncomingMessage& m, convstore::UserId user);
   void plain_reply(const Update& update, const IncomingMessage& m, convstore::UserId user,
                    const std::string& text);
+  // The user's 20 newest active conversations in the chat of `m`.
+  std::vector<convstore::Conversation> active_in_chat(const IncomingMessage& m,
+                                                      convstore::UserId user);
   std::optional<convstore::Conversation> waiting_conversation(const IncomingMessage& m,
                                                               convstore::UserId user);
   convstore::NewMessage user_message(const IncomingMessage& m) const;

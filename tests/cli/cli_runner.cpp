@@ -3,7 +3,6 @@
 #include "cli_runner.hpp"
 
 #include <doctest/doctest.h>
-#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,25 +23,10 @@ CliResult run_cli(const std::vector<std::string>& args, const std::string& stdin
   const std::string out_file = base.string() + ".out";
   const std::string err_file = base.string() + ".err";
 
-  std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(path.c_str()));
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    // stdout and stderr to files (never a terminal: the non-tty mode).
-    int in = open(stdin_file.c_str(), O_RDONLY);
-    int out = open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int err = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (in < 0 || out < 0 || err < 0) _exit(126);
-    dup2(in, 0);
-    dup2(out, 1);
-    dup2(err, 2);
-    execv(path.c_str(), argv.data());
-    _exit(127);
-  }
+  std::vector<std::string> argv{path};
+  argv.insert(argv.end(), args.begin(), args.end());
+  // stdout and stderr to files (never a terminal: the non-tty mode).
+  const int pid = spawn(argv, environment(), stdin_file, out_file, err_file);
   int wstatus = 0;
   while (waitpid(pid, &wstatus, 0) < 0) {
   }

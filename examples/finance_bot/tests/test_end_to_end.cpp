@@ -29,8 +29,6 @@
 #include "bot.hpp"
 #include "support.hpp"
 
-extern char** environ;
-
 using namespace convstore;
 using testing::contains;
 using testing::program_path;
@@ -205,11 +203,8 @@ class BotProcess {
       : out_(log_base + ".out"), err_(log_base + ".err") {
     const std::string path = program_path("FINANCE_BOT", FINANCE_BOT_PATH);
     REQUIRE_MESSAGE(std::filesystem::exists(path), "the finance_bot binary is missing: " << path);
-    // Everything the child needs is built before fork (the stub's threads
-    // run: the child may only call async-signal-safe functions).
     std::vector<std::string> env_strings;
-    for (char** e = environ; *e != nullptr; ++e) {
-      const std::string entry = *e;
+    for (const auto& entry : testing::environment()) {
       bool replaced = false;
       for (const auto& mine : env) {
         replaced =
@@ -218,28 +213,9 @@ class BotProcess {
       if (!replaced) env_strings.push_back(entry);
     }
     for (const auto& mine : env) env_strings.push_back(mine);
-    std::vector<char*> envp;
-    for (auto& e : env_strings) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    std::vector<std::string> arg_strings = {path};
-    arg_strings.insert(arg_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : arg_strings) argv.push_back(a.data());
-    argv.push_back(nullptr);
-
-    pid_ = fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      int in = open(stdin_file.c_str(), O_RDONLY);
-      int out = open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      int err = open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-      if (in < 0 || out < 0 || err < 0) _exit(126);
-      dup2(in, 0);
-      dup2(out, 1);
-      dup2(err, 2);
-      execve(argv[0], argv.data(), envp.data());
-      _exit(127);
-    }
+    std::vector<std::string> argv = {path};
+    argv.insert(argv.end(), args.begin(), args.end());
+    pid_ = testing::spawn(argv, env_strings, stdin_file, out_, err_);
   }
   ~BotProcess() {
     if (pid_ > 0) kill_hard();
