@@ -43,6 +43,16 @@ bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
 }
 
+bool in_order(const std::string& text, const std::vector<std::string>& parts) {
+  std::size_t at = 0;
+  for (const auto& p : parts) {
+    auto found = text.find(p, at);
+    if (found == std::string::npos) return false;
+    at = found + p.size();
+  }
+  return true;
+}
+
 std::string program_path(const char* env_var, const std::string& built) {
   const char* env = std::getenv(env_var);
   return env != nullptr && *env != '\0' ? std::string(env) : built;

@@ -33,6 +33,8 @@ class TempDir {
 std::string read_file(const std::string& path);
 
 bool contains(const std::string& s, const std::string& part);
+// True when `parts` appear in `text` in this order, without overlapping.
+bool in_order(const std::string& text, const std::vector<std::string>& parts);
 
 // A program the tests run: $`env_var` when set, else `built` (its path in
 // the build tree, compiled in).

@@ -56,14 +56,4 @@ convstore::Json parse_json(const std::string& text) {
   return nullptr;
 }
 
-bool in_order(const std::string& text, const std::vector<std::string>& parts) {
-  std::size_t at = 0;
-  for (const auto& p : parts) {
-    auto found = text.find(p, at);
-    if (found == std::string::npos) return false;
-    at = found + p.size();
-  }
-  return true;
-}
-
 }  // namespace testing

@@ -30,7 +30,4 @@ void check_error(const CliResult& r, int status, const std::string& mentions);
 // `text` parsed as JSON; fails the test when it is not JSON.
 convstore::Json parse_json(const std::string& text);
 
-// True when `parts` appear in `text` in this order.
-bool in_order(const std::string& text, const std::vector<std::string>& parts);
-
 }  // namespace testing

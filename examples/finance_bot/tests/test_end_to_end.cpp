@@ -31,6 +31,7 @@
 
 using namespace convstore;
 using testing::contains;
+using testing::in_order;
 using testing::program_path;
 using testing::read_file;
 using testing::TempDir;
@@ -39,16 +40,6 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 const std::string kToken = "123456:TEST-secret-token-e2e";
-
-bool in_order(const std::string& text, const std::vector<std::string>& parts) {
-  std::size_t at = 0;
-  for (const auto& p : parts) {
-    auto found = text.find(p, at);
-    if (found == std::string::npos) return false;
-    at = found + p.size();
-  }
-  return true;
-}
 
 // Polls `done` every 20 ms for up to `limit`.
 bool wait_until(const std::function<bool()>& done,
