@@ -359,7 +359,8 @@ TEST_CASE_TEMPLATE(
       REQUIRE(it != tasks.end());
       CHECK(it->second.status == TaskStatus::completed);
       CHECK_MESSAGE(it->second.lease == lease, "task " << id << " completed by a stale lease");
-      CHECK(it->second.result.value("lease", std::int64_t{0}) == lease);
+      const Json& result = it->second.result;
+      CHECK((result.is_object() && result.value("lease", std::int64_t{0}) == lease));
     }
     for (const auto& [id, t] : tasks) {
       if (t.status != TaskStatus::completed) continue;
