@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <sstream>
@@ -191,7 +192,11 @@ TEST_CASE_TEMPLATE(
   const auto duration = std::chrono::seconds(faults::scaled(20, 300));
   // SQLite: a pause between operations, so that the busy handler (unfair
   // across processes) rarely lets one process starve another.
-  const int pause_us = db.backend() == "sqlite" ? 200 : 0;
+  // $CONVSTORE_SOAK_PAUSE_US overrides it (e.g. 0, to see the unfairness).
+  const char* pause_env = std::getenv("CONVSTORE_SOAK_PAUSE_US");
+  const std::string pause_us = pause_env != nullptr && *pause_env != '\0' ? pause_env
+                               : db.backend() == "sqlite"                 ? "200"
+                                                                          : "0";
   testing::TempDir dir;
   std::vector<int> pids;
   const auto started = std::chrono::steady_clock::now();
@@ -199,7 +204,7 @@ TEST_CASE_TEMPLATE(
     std::string ps = std::to_string(p);
     pids.push_back(testing::spawn(
         {worker_path(), db.url(), ps, std::to_string(kThreads),
-         std::to_string(std::chrono::milliseconds(duration).count()), std::to_string(pause_us)},
+         std::to_string(std::chrono::milliseconds(duration).count()), pause_us},
         testing::environment(), "/dev/null", dir.file("out" + ps), dir.file("err" + ps)));
   }
   // A call may wait out a busy timeout (10 s) after the end; far past that
