@@ -3,7 +3,8 @@
 #
 # Tests convstore as users consume it:
 #   1. configure (tests, examples, bench off), build and install convstore
-#      into a fresh prefix, and run the installed convstore tool;
+#      into a fresh prefix (or, with INSTALL_FROM, install the build tree
+#      that is already built there), and run the installed convstore tool;
 #   2. build and run tests/package/consumer against it with find_package();
 #   3. check `pkg-config --cflags --libs convstore`, then compile and run the
 #      same program with nothing but pkg-config's flags;
@@ -15,6 +16,7 @@
 #       [-D BUILD_SHARED_LIBS=ON|OFF] [-D CXX_COMPILER=<path>]
 #       [-D CONVSTORE_WITH_POSTGRESQL=ON|OFF] [-D CONVSTORE_WITH_REDIS=ON|OFF]
 #       [-D PARALLEL=<jobs>] [-D PKG_CONFIG_CHECK=ON|OFF]
+#       [-D INSTALL_FROM=<a built convstore build tree> [-D INSTALL_CONFIG=<config>]]
 #       -P run_package_test.cmake
 
 cmake_minimum_required(VERSION 3.16)
@@ -94,17 +96,35 @@ file(REMOVE_RECURSE "${BUILD_DIR}")
 file(MAKE_DIRECTORY "${BUILD_DIR}")
 
 # 1. Install convstore.
-step("configure convstore (BUILD_SHARED_LIBS=${BUILD_SHARED_LIBS})"
-  "${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${library_build}" ${common_args} ${convstore_args}
-  "-DCMAKE_INSTALL_PREFIX=${prefix}" -DCMAKE_INSTALL_LIBDIR=lib
-  -DCONVSTORE_BUILD_TESTS=OFF -DCONVSTORE_BUILD_EXAMPLES=OFF -DCONVSTORE_BUILD_BENCH=OFF
-  -DCONVSTORE_INSTALL=ON)
-step("build convstore"
-  "${CMAKE_COMMAND}" --build "${library_build}" ${config_args} --parallel ${PARALLEL})
-step("install convstore into ${prefix}"
-  "${CMAKE_COMMAND}" --install "${library_build}" ${config_args})
+if(INSTALL_FROM)
+  # The build tree the test runs from is built already: installing it is
+  # what a user does after building, and saves a second build of the library.
+  set(install_config)
+  if(INSTALL_CONFIG)
+    set(install_config --config "${INSTALL_CONFIG}")
+  endif()
+  load_cache("${INSTALL_FROM}" READ_WITH_PREFIX from_ CMAKE_INSTALL_LIBDIR)
+  if(IS_ABSOLUTE "${from_CMAKE_INSTALL_LIBDIR}")
+    message(FATAL_ERROR "package test: ${INSTALL_FROM} installs into the absolute "
+      "${from_CMAKE_INSTALL_LIBDIR}; it cannot be installed into a scratch prefix")
+  endif()
+  set(libdir "${from_CMAKE_INSTALL_LIBDIR}")
+  step("install the convstore build tree ${INSTALL_FROM} into ${prefix}"
+    "${CMAKE_COMMAND}" --install "${INSTALL_FROM}" ${install_config} --prefix "${prefix}")
+else()
+  set(libdir lib)
+  step("configure convstore (BUILD_SHARED_LIBS=${BUILD_SHARED_LIBS})"
+    "${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${library_build}" ${common_args} ${convstore_args}
+    "-DCMAKE_INSTALL_PREFIX=${prefix}" -DCMAKE_INSTALL_LIBDIR=lib
+    -DCONVSTORE_BUILD_TESTS=OFF -DCONVSTORE_BUILD_EXAMPLES=OFF -DCONVSTORE_BUILD_BENCH=OFF
+    -DCONVSTORE_INSTALL=ON)
+  step("build convstore"
+    "${CMAKE_COMMAND}" --build "${library_build}" ${config_args} --parallel ${PARALLEL})
+  step("install convstore into ${prefix}"
+    "${CMAKE_COMMAND}" --install "${library_build}" ${config_args})
+endif()
 
-set(version_file "${prefix}/lib/cmake/convstore/convstoreConfigVersion.cmake")
+set(version_file "${prefix}/${libdir}/cmake/convstore/convstoreConfigVersion.cmake")
 if(NOT EXISTS "${version_file}")
   message(FATAL_ERROR "package test FAILED: install did not create ${version_file}")
 endif()
@@ -113,10 +133,11 @@ string(REGEX REPLACE "^set\\(PACKAGE_VERSION \"([0-9.]+)\"\\)$" "\\1" version "$
 if(NOT version MATCHES "^[0-9]+\\.[0-9]+\\.[0-9]+$")
   message(FATAL_ERROR "package test FAILED: no version in ${version_file}")
 endif()
-foreach(file IN ITEMS lib/cmake/convstore/convstoreConfig.cmake
-                      lib/cmake/convstore/FindSOCI.cmake lib/cmake/convstore/Findhiredis.cmake
-                      lib/cmake/convstore/Findsodium.cmake
-                      lib/pkgconfig/convstore.pc include/convstore/convstore.hpp
+foreach(file IN ITEMS ${libdir}/cmake/convstore/convstoreConfig.cmake
+                      ${libdir}/cmake/convstore/FindSOCI.cmake
+                      ${libdir}/cmake/convstore/Findhiredis.cmake
+                      ${libdir}/cmake/convstore/Findsodium.cmake
+                      ${libdir}/pkgconfig/convstore.pc include/convstore/convstore.hpp
                       include/convstore/version.hpp include/convstore/config.hpp
                       include/convstore/export.hpp)
   if(NOT EXISTS "${prefix}/${file}")
@@ -159,7 +180,7 @@ if(PKG_CONFIG_CHECK)
     message(FATAL_ERROR "package test FAILED: pkg-config not found "
       "(install it, or pass -DPKG_CONFIG_CHECK=OFF)")
   endif()
-  set(pc_env "${CMAKE_COMMAND}" -E env "PKG_CONFIG_PATH=${prefix}/lib/pkgconfig")
+  set(pc_env "${CMAKE_COMMAND}" -E env "PKG_CONFIG_PATH=${prefix}/${libdir}/pkgconfig")
   step("pkg-config --cflags --libs convstore"
     ${pc_env} "${pkg_config}" --cflags --libs convstore)
   set(pc_query --cflags --libs)
@@ -178,7 +199,7 @@ if(PKG_CONFIG_CHECK)
   endif()
   step("compile the consumer with pkg-config's flags"
     "${CXX_COMPILER}" -std=c++17 "${package_dir}/consumer/main.cpp" -o
-    "${BUILD_DIR}/pkg-config-consumer" ${pc_flags} "-Wl,-rpath,${prefix}/lib")
+    "${BUILD_DIR}/pkg-config-consumer" ${pc_flags} "-Wl,-rpath,${prefix}/${libdir}")
   step("run the pkg-config consumer" "${BUILD_DIR}/pkg-config-consumer")
   check_consumer_output("the pkg-config consumer" "${step_output}")
 endif()
