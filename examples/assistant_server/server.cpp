@@ -599,6 +599,28 @@ class AssistantServer::Impl {
       client_ok = sink.write(frame.data(), frame.size());
     };
     auto& conversations = store_.conversations();
+    std::optional<cs::MessageId> started_id;
+    // The reply failed after it started: the message is marked complete
+    // with the error in its metadata (the text so far stays), so that the
+    // conversation is not left with a message streaming forever; then the
+    // error event is sent.
+    auto fail = [&](std::string_view category, const std::string& message) {
+      const Json error = error_body(category, message);
+      if (started_id) {
+        try {
+          store_.transaction([&] {
+            cs::MessageUpdate u;
+            u.metadata_patch = Json{{"error", error["error"]}, {"interrupted", true}};
+            conversations.update_message(*started_id, u);
+            conversations.finish_message(*started_id);
+          });
+        } catch (const std::exception& e) {
+          std::cerr << "assistant_server: could not record the failure of message " << *started_id
+                    << ": " << e.what() << "\n";
+        }
+      }
+      send("error", error);
+    };
     try {
       send("message", cs::to_json(user_message));
       const auto agent = agent_of(conv);
@@ -611,6 +633,7 @@ class AssistantServer::Impl {
       cs::NewMessage start = assistant_message(conv, agent);
       start.complete = false;
       const cs::Message started = conversations.append(conv.id, start);
+      started_id = started.id;
       send("start", Json{{"id", started.id}});
       responder_->respond(turn, [&](std::string_view chunk) {
         if (chunk.empty()) return;
@@ -621,11 +644,10 @@ class AssistantServer::Impl {
     } catch (const cs::Error& e) {
       const int status = http_status(e.code());
       if (status == 500) std::cerr << "assistant_server: internal error: " << e.what() << "\n";
-      send("error",
-           error_body(cs::to_string(e.code()), status == 500 ? "internal error" : e.what()));
+      fail(cs::to_string(e.code()), status == 500 ? "internal error" : e.what());
     } catch (const std::exception& e) {
       std::cerr << "assistant_server: internal error: " << e.what() << "\n";
-      send("error", error_body("internal", "internal error"));
+      fail("internal", "internal error");
     }
   }
 

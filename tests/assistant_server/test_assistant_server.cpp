@@ -778,7 +778,8 @@ TEST_CASE_TEMPLATE("assistant_server: a responder plugged in; its failures are r
   CHECK_MESSAGE(!contains(crash.text, "secret"), crash.text);
 
   // Streamed: the chunks before the failure are sent and stored; the message
-  // stays incomplete and an error event ends the stream.
+  // is finished with the error in its metadata, then an error event ends
+  // the stream.
   auto streamed = api.post(path + "?stream=1", Json{{"content", "fail"}});
   REQUIRE(streamed.status == 200);
   auto events = parse_sse(streamed.text);
@@ -793,5 +794,29 @@ TEST_CASE_TEMPLATE("assistant_server: a responder plugged in; its failures are r
   auto stored = store.conversations().get_message(reply_id);
   REQUIRE(stored.has_value());
   CHECK(stored->content == "thinking about fail");
-  CHECK_FALSE(stored->complete);
+  CHECK(stored->complete);
+  CHECK(stored->metadata["error"]["category"] == "unavailable");
+  CHECK(stored->metadata["error"]["message"] == "the model is down");
+  CHECK(stored->metadata["interrupted"] == true);
+  // The API shows it so: the conversation is not left with a reply
+  // streaming forever, and it takes the next message.
+  auto got = api.get(conversation_path(id) + "?messages=2");
+  REQUIRE(got.json["messages"].size() == 2);
+  CHECK(got.json["messages"][1]["id"] == reply_id);
+  CHECK(got.json["messages"][1]["complete"] == true);
+  CHECK(got.json["messages"][1]["metadata"]["error"]["category"] == "unavailable");
+  CHECK(say(api, id, "hello")["reply"]["content"] == "thinking about hello.");
+
+  // A failure that is not a convstore error: recorded without its internals.
+  auto crashed = api.post(path + "?stream=1", Json{{"content", "crash"}});
+  REQUIRE(crashed.status == 200);
+  CHECK_MESSAGE(!contains(crashed.text, "secret"), crashed.text);
+  auto crash_events = parse_sse(crashed.text);
+  REQUIRE(crash_events.size() == 5);
+  CHECK(crash_events[4].data["error"]["category"] == "internal");
+  auto crash_stored =
+      store.conversations().get_message(crash_events[1].data["id"].get<std::int64_t>());
+  REQUIRE(crash_stored.has_value());
+  CHECK(crash_stored->complete);
+  CHECK(crash_stored->metadata["error"]["message"] == "internal error");
 }
