@@ -4,6 +4,7 @@
 // End-to-end tests of the assistant server: the built binary is started on
 // each backend and driven over HTTP with httplib::Client.
 
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <random>
@@ -514,6 +515,63 @@ TEST_CASE_TEMPLATE("assistant_server e2e: review mode: suggestions approved, edi
   CHECK(server.stop() == 0);
 }
 
+TEST_CASE_TEMPLATE(
+    "assistant_server e2e: approved replies are delivered at startup and in the background", B,
+    CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto status_of = [&](std::int64_t id) {
+    auto s = store.reviews().get(id);
+    REQUIRE(s.has_value());
+    return s->status;
+  };
+  auto wait_sent = [&](std::int64_t id) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (status_of(id) != convstore::ReviewStatus::sent &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return status_of(id) == convstore::ReviewStatus::sent;
+  };
+  std::int64_t id = 0;
+  std::int64_t s1 = 0;
+  {
+    ServerProcess server({"--db", db.url()});
+    Api api(server.port());
+    id = start(api, Json{{"user", user("alice")}, {"review", true}})["id"];
+    s1 = say(api, id, "Lunch?")["suggestion"]["id"];
+    CHECK(server.stop() == 0);
+  }
+  // Approved while no server runs (as a server that stopped or crashed
+  // between approving and delivering leaves it).
+  store.reviews().approve(s1, "Yes, at noon.");
+
+  // The next server delivers it when it starts: the next background pass
+  // is an hour away.
+  {
+    ServerProcess server({"--db", db.url(), "--delivery-interval", "3600"});
+    REQUIRE(wait_sent(s1));
+    Api api(server.port());
+    auto got = api.get(conversation_path(id) + "?messages=10");
+    REQUIRE(got.json["messages"].size() == 2);
+    CHECK(got.json["messages"][1]["role"] == "assistant");
+    CHECK(got.json["messages"][1]["content"] == "Yes, at noon.");
+    CHECK(server.stop() == 0);
+  }
+
+  // A reply approved elsewhere while a server runs (here through the
+  // library, as another process would) is delivered by the background pass.
+  ServerProcess server({"--db", db.url(), "--delivery-interval", "0.05"});
+  Api api(server.port());
+  const std::int64_t s2 = say(api, id, "And dinner?")["suggestion"]["id"];
+  store.reviews().approve(s2);
+  REQUIRE(wait_sent(s2));
+  auto got = api.get(conversation_path(id) + "?messages=10");
+  REQUIRE(got.json["messages"].size() == 4);
+  CHECK(got.json["messages"][3]["content"] == "You said: And dinner?");
+  CHECK(server.stop() == 0);
+}
+
 TEST_CASE_TEMPLATE("assistant_server e2e: bodies over the limit are refused with 413", B,
                    CONVSTORE_BACKENDS) {
   CONVSTORE_TEST_DB(db);
@@ -714,6 +772,8 @@ TEST_CASE("assistant_server e2e: bad options exit 2, an unusable database 1, no 
   CHECK_MESSAGE(contains(err, "--listen"), err);
   CHECK(testing::run_to_exit({"--max-body", "0"}, err) == 2);
   CHECK(testing::run_to_exit({"--no-such-option"}, err) == 2);
+  CHECK(testing::run_to_exit({"--delivery-interval", "0"}, err) == 2);
+  CHECK(testing::run_to_exit({"--delivery-lease", "x"}, err) == 2);
   CHECK(testing::run_to_exit({"--help"}, err) == 0);
 
   CHECK(testing::run_to_exit({"--db", "nosuchscheme:x", "--listen", "127.0.0.1:0"}, err) == 1);
