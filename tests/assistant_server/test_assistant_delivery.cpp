@@ -1,11 +1,13 @@
 // Copyright (c) the convstore authors.
 // SPDX-License-Identifier: MIT
 //
-// An AssistantServer in the test's process, with a reply sender of the
-// test's own: approved replies whose delivery fails (retryably or for good).
+// An AssistantServer in the test's process, with a reply sender and
+// responders of the test's own: approved replies whose delivery fails
+// (retryably or for good), and a streamed reply paused in the middle.
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -22,6 +24,7 @@
 
 using convstore::Json;
 using testing::Api;
+using testing::parse_sse;
 using namespace std::chrono_literals;
 
 namespace {
@@ -257,4 +260,189 @@ TEST_CASE_TEMPLATE(
   CHECK(store.reviews().get(s1)->claimed_by == "second");
   REQUIRE(up->sent().size() == 1);
   CHECK(up->sent()[0] == "Edited.");
+}
+
+namespace {
+
+// Emits its chunks; after the `pause_after`-th it waits until the test
+// releases it (30 s at most, so that a failed test does not hang).
+class BlockingResponder : public assistant_server::Responder {
+ public:
+  BlockingResponder(std::vector<std::string> chunks, std::size_t pause_after)
+      : chunks_(std::move(chunks)), pause_after_(pause_after) {}
+  void respond(const assistant_server::Turn&,
+               const std::function<void(std::string_view)>& emit) override {
+    for (std::size_t i = 0; i < chunks_.size(); ++i) {
+      emit(chunks_[i]);
+      if (i + 1 != pause_after_) continue;
+      std::unique_lock<std::mutex> lock(mutex_);
+      paused_ = true;
+      changed_.notify_all();
+      changed_.wait_for(lock, 30s, [this] { return released_; });
+    }
+  }
+  bool wait_paused() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return changed_.wait_for(lock, 20s, [this] { return paused_; });
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    released_ = true;
+    changed_.notify_all();
+  }
+
+ private:
+  std::vector<std::string> chunks_;
+  std::size_t pause_after_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool paused_ = false;
+  bool released_ = false;
+};
+
+// Reads one streamed reply on a thread of its own; what has arrived so far
+// can be read meanwhile.
+class StreamReader {
+ public:
+  StreamReader(int port, const std::string& path, const std::string& content)
+      : thread_([this, port, path, content] {
+          Api api(port);
+          httplib::Request req;
+          req.method = "POST";
+          req.path = path;
+          req.body = Json{{"content", content}}.dump();
+          req.set_header("Content-Type", "application/json");
+          req.content_receiver = [this](const char* data, std::size_t n, std::uint64_t,
+                                        std::uint64_t) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            received_.append(data, n);
+            return true;
+          };
+          httplib::Response res;
+          httplib::Error err = httplib::Error::Success;
+          const bool ok = api.client().send(req, res, err);
+          std::lock_guard<std::mutex> lock(mutex_);
+          ok_ = ok;
+          status_ = res.status;
+        }) {}
+  ~StreamReader() { join(); }
+  void join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // The complete events received so far.
+  std::vector<testing::SseEvent> events() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto cut = received_.rfind("\n\n");
+    return cut == std::string::npos ? std::vector<testing::SseEvent>{}
+                                    : parse_sse(received_.substr(0, cut + 2));
+  }
+  bool ok() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return ok_;
+  }
+  int status() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return status_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::string received_;
+  bool ok_ = false;
+  int status_ = 0;
+  std::thread thread_;
+};
+
+std::size_t count_events(const std::vector<testing::SseEvent>& events, const std::string& name) {
+  std::size_t n = 0;
+  for (const auto& e : events) n += e.event == name ? 1 : 0;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("assistant_server: what a stream has sent is stored, as it was sent", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  const std::vector<std::string> chunks{"one ", "two ", "three ", "four ", "five"};
+  auto responder = std::make_shared<BlockingResponder>(chunks, 3);
+  LocalServer server(store, responder, assistant_server::ServerOptions{});
+  Api api(server.port());
+  auto c = api.post("/api/v1/conversations", Json{{"user", user("alice")}});
+  REQUIRE(c.status == 201);
+  const std::int64_t id = c.json["id"];
+
+  StreamReader reader(server.port(), conversation_path(id) + "/messages?stream=1", "count");
+  struct Release {  // before the reader is joined, if the test fails midway
+    BlockingResponder& r;
+    ~Release() { r.release(); }
+  } release{*responder};
+
+  // Paused after the third chunk: the client has the three deltas, and the
+  // stored message holds exactly their text, still incomplete.
+  REQUIRE(responder->wait_paused());
+  REQUIRE(eventually([&] { return count_events(reader.events(), "delta") == 3; }));
+  auto events = reader.events();
+  REQUIRE(events.size() == 5);
+  CHECK(events[1].event == "start");
+  std::string sent;
+  for (std::size_t i = 2; i < events.size(); ++i) sent += events[i].data["text"].get<std::string>();
+  CHECK(sent == "one two three ");
+  const std::int64_t reply_id = events[1].data["id"];
+  auto stored = store.conversations().get_message(reply_id);
+  REQUIRE(stored.has_value());
+  CHECK(stored->content == sent);
+  CHECK_FALSE(stored->complete);
+  // The API shows it so too (the UI marks it as streaming).
+  auto got = api.get(conversation_path(id) + "?messages=5");
+  REQUIRE(got.json["messages"].size() == 2);
+  CHECK(got.json["messages"][1]["content"] == sent);
+  CHECK(got.json["messages"][1]["complete"] == false);
+
+  responder->release();
+  reader.join();
+  CHECK(reader.ok());
+  CHECK(reader.status() == 200);
+  events = reader.events();
+  REQUIRE(events.size() == 8);
+  CHECK(count_events(events, "delta") == 5);
+  CHECK(events.back().event == "done");
+  CHECK(events.back().data["content"] == "one two three four five");
+  stored = store.conversations().get_message(reply_id);
+  CHECK(stored->content == "one two three four five");
+  CHECK(stored->complete);
+}
+
+TEST_CASE_TEMPLATE("assistant_server: a chunk the store refuses is never sent", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  // The second chunk is not UTF-8: append_content refuses it. Had the server
+  // sent it before storing it, the client would have it as a delta.
+  auto responder = std::make_shared<BlockingResponder>(
+      std::vector<std::string>{"fine ", "\xff\xfe", "never"}, 0);
+  LocalServer server(store, responder, assistant_server::ServerOptions{});
+  Api api(server.port());
+  auto c = api.post("/api/v1/conversations", Json{{"user", user("alice")}});
+  REQUIRE(c.status == 201);
+  const std::int64_t id = c.json["id"];
+
+  auto r = api.post(conversation_path(id) + "/messages?stream=1", Json{{"content", "x"}});
+  REQUIRE(r.status == 200);
+  auto events = parse_sse(r.text);
+  REQUIRE(events.size() == 4);
+  CHECK(events[0].event == "message");
+  CHECK(events[1].event == "start");
+  CHECK(events[2].event == "delta");
+  CHECK(events[2].data["text"] == "fine ");
+  CHECK(events[3].event == "error");
+  CHECK(events[3].data["error"]["category"] == "invalid_argument");
+  // The message is finished with what was stored and sent, and the error.
+  auto stored = store.conversations().get_message(events[1].data["id"].get<std::int64_t>());
+  REQUIRE(stored.has_value());
+  CHECK(stored->content == "fine ");
+  CHECK(stored->complete);
+  CHECK(stored->metadata["error"]["category"] == "invalid_argument");
+  CHECK(stored->metadata["interrupted"] == true);
 }
