@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <convstore/convstore.hpp>
 #include <csignal>
 #include <cstdint>
@@ -53,6 +55,11 @@ Address parse_listen(const std::string& text) {
   return a;
 }
 
+// Seconds given on the command line, as milliseconds (at least 1).
+std::chrono::milliseconds seconds_option(double seconds) {
+  return std::chrono::milliseconds(std::max<std::int64_t>(1, std::llround(seconds * 1000.0)));
+}
+
 // Prints the message (or the help) as CLI11 does; a mistake on the command
 // line exits 2, --help 0.
 int usage_error(const CLI::App& app, const CLI::Error& e) {
@@ -85,6 +92,8 @@ int main(int argc, char** argv) {
   std::string now_text;
   bool access_log = false;
   std::int64_t rate_limit = 0;
+  double delivery_interval = 5;
+  double delivery_lease = 60;
   app.add_option("--db", db, "database URL (default: $CONVSTORE_URL, else sqlite:assistant.db)");
   app.add_option("--listen", listen, "HOST:PORT to listen on; port 0 picks a free one")
       ->capture_default_str();
@@ -107,6 +116,16 @@ int main(int argc, char** argv) {
                  "messages a user may send per minute (0: no limit); counted in Redis with "
                  "--redis (shared by every process), else in this process")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1000000000}));
+  app.add_option("--delivery-interval", delivery_interval,
+                 "seconds between the background deliveries of approved replies (those not "
+                 "delivered yet: approved elsewhere, or whose delivery failed retryably)")
+      ->check(CLI::Range(0.001, 86400.0))
+      ->capture_default_str();
+  app.add_option("--delivery-lease", delivery_lease,
+                 "seconds a delivery holds its claim on a reply; one that failed retryably is "
+                 "tried again once it has expired")
+      ->check(CLI::Range(0.001, 86400.0))
+      ->capture_default_str();
   app.add_flag("--access-log", access_log, "print one line per request on stderr");
   try {
     app.parse(argc, argv);
@@ -137,6 +156,8 @@ int main(int argc, char** argv) {
     options.access_log = access_log;
     options.sender = "assistant_server:" + std::to_string(getpid());
     options.messages_per_minute = rate_limit;
+    options.delivery_interval = seconds_option(delivery_interval);
+    options.delivery_lease = seconds_option(delivery_lease);
 
     convstore::Options store_options;
     store_options.pool_size = pool != 0 ? pool : std::max<std::size_t>(4, threads);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <iostream>
 #include <map>
@@ -15,6 +16,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -93,6 +95,11 @@ class AssistantServer::Impl {
     if (!clock_) clock_ = [] { return cs::now(); };
     options_.threads = std::clamp<std::size_t>(options_.threads, 1, 1024);
     options_.context_messages = std::clamp<std::size_t>(options_.context_messages, 1, 1000);
+    const std::chrono::milliseconds day = std::chrono::hours(24);
+    options_.delivery_interval =
+        std::clamp(options_.delivery_interval, std::chrono::milliseconds(1), day);
+    options_.delivery_lease =
+        std::clamp(options_.delivery_lease, std::chrono::milliseconds(1), day);
     const std::size_t threads = options_.threads;
     http_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     // Headers and body go out in separate writes: without TCP_NODELAY,
@@ -119,8 +126,19 @@ class AssistantServer::Impl {
     }
     return bound;
   }
-  bool run() { return http_.listen_after_bind(); }
-  void stop() { http_.stop(); }
+  // Serves; meanwhile a thread delivers approved replies: at once, then
+  // every delivery_interval until stop().
+  bool run() {
+    std::thread deliverer([this] { delivery_loop(); });
+    const bool ok = http_.listen_after_bind();
+    stop_delivery();
+    deliverer.join();
+    return ok;
+  }
+  void stop() {
+    stop_delivery();
+    http_.stop();
+  }
 
  private:
   using Handler =
@@ -599,6 +617,28 @@ class AssistantServer::Impl {
       client_ok = sink.write(frame.data(), frame.size());
     };
     auto& conversations = store_.conversations();
+    std::optional<cs::MessageId> started_id;
+    // The reply failed after it started: the message is marked complete
+    // with the error in its metadata (the text so far stays), so that the
+    // conversation is not left with a message streaming forever; then the
+    // error event is sent.
+    auto fail = [&](std::string_view category, const std::string& message) {
+      const Json error = error_body(category, message);
+      if (started_id) {
+        try {
+          store_.transaction([&] {
+            cs::MessageUpdate u;
+            u.metadata_patch = Json{{"error", error["error"]}, {"interrupted", true}};
+            conversations.update_message(*started_id, u);
+            conversations.finish_message(*started_id);
+          });
+        } catch (const std::exception& e) {
+          std::cerr << "assistant_server: could not record the failure of message " << *started_id
+                    << ": " << e.what() << "\n";
+        }
+      }
+      send("error", error);
+    };
     try {
       send("message", cs::to_json(user_message));
       const auto agent = agent_of(conv);
@@ -611,6 +651,7 @@ class AssistantServer::Impl {
       cs::NewMessage start = assistant_message(conv, agent);
       start.complete = false;
       const cs::Message started = conversations.append(conv.id, start);
+      started_id = started.id;
       send("start", Json{{"id", started.id}});
       responder_->respond(turn, [&](std::string_view chunk) {
         if (chunk.empty()) return;
@@ -621,11 +662,10 @@ class AssistantServer::Impl {
     } catch (const cs::Error& e) {
       const int status = http_status(e.code());
       if (status == 500) std::cerr << "assistant_server: internal error: " << e.what() << "\n";
-      send("error",
-           error_body(cs::to_string(e.code()), status == 500 ? "internal error" : e.what()));
+      fail(cs::to_string(e.code()), status == 500 ? "internal error" : e.what());
     } catch (const std::exception& e) {
       std::cerr << "assistant_server: internal error: " << e.what() << "\n";
-      send("error", error_body("internal", "internal error"));
+      fail("internal", "internal error");
     }
   }
 
@@ -697,11 +737,17 @@ class AssistantServer::Impl {
     Fields f(optional_body(body));
     const auto text = f.string("text");
     f.finish();
+    // The passes of this process take turns: none claims the reply between
+    // its approval and this request's pass.
+    std::unique_lock<std::mutex> pass(delivery_pass_);
     store_.reviews().approve(id, text);
-    auto delivered = deliver_approved();
+    const Delivery d = delivery_pass();
+    pass.unlock();
     Json out = cs::to_json(find_suggestion(id));
-    auto it = delivered.find(id);
-    out["message"] = it == delivered.end() ? Json(nullptr) : cs::to_json(it->second);
+    auto it = d.delivered.find(id);
+    out["message"] = it == d.delivered.end() ? Json(nullptr) : cs::to_json(it->second);
+    auto failure = d.failed.find(id);
+    out["delivery_error"] = failure == d.failed.end() ? Json(nullptr) : failure->second;
     send_json(res, 200, out);
   }
 
@@ -713,46 +759,125 @@ class AssistantServer::Impl {
     send_json(res, 200, cs::to_json(store_.reviews().reject(id, reason)));
   }
 
-  // This server is also the review queue's sender: "sending" an approved
-  // reply appends it to its conversation as the assistant's message, in one
-  // transaction with marking it sent (the message's client key makes a
-  // second delivery of a re-claimed reply a no-op). Delivers every approved
-  // reply it can claim (those of other requests and processes included).
-  std::map<cs::SuggestionId, cs::Message> deliver_approved() {
+  // ---- delivery of approved replies -------------------------------------------
+
+  // What one deliver_approved() did: the messages delivered, and the
+  // failures ({"category", "message", "retry"}), by suggestion.
+  struct Delivery {
     std::map<cs::SuggestionId, cs::Message> delivered;
+    std::map<cs::SuggestionId, Json> failed;
+  };
+
+  // This server is also the review queue's sender: it claims the approved
+  // replies (those of other requests and processes included), sends each
+  // through the ReplySender if there is one, then appends it to its
+  // conversation as the assistant's message in one transaction with marking
+  // it sent (the message's client key makes a second delivery of a
+  // re-claimed reply a no-op). A retryable failure leaves the reply claimed
+  // and approved: once the lease expires, a later pass (of any process)
+  // claims it again. Any other failure marks it failed. A pass takes at most
+  // kDeliveryBatches batches and stops between two replies when the server
+  // stops.
+  static constexpr std::size_t kDeliveryBatch = 50;
+  static constexpr std::size_t kDeliveryBatches = 20;
+
+  Delivery deliver_approved() {
+    std::lock_guard<std::mutex> pass(delivery_pass_);
+    return delivery_pass();
+  }
+
+  // deliver_approved() with delivery_pass_ held.
+  Delivery delivery_pass() {
+    Delivery out;
+    auto& reviews = store_.reviews();
+    for (std::size_t b = 0; b < kDeliveryBatches && !stopping_.load(); ++b) {
+      auto claimed =
+          reviews.claim_to_send(options_.sender, kDeliveryBatch, options_.delivery_lease);
+      for (const auto& s : claimed) {
+        // Stopping: the replies claimed and not tried are claimed again
+        // when their lease expires.
+        if (stopping_.load()) break;
+        deliver(s, out);
+      }
+      if (claimed.size() < kDeliveryBatch) break;
+    }
+    return out;
+  }
+
+  void deliver(const cs::Suggestion& s, Delivery& out) {
     auto& reviews = store_.reviews();
     auto& conversations = store_.conversations();
-    constexpr std::size_t batch = 100;
-    for (;;) {
-      auto claimed = reviews.claim_to_send(options_.sender, batch, std::chrono::seconds(60));
-      for (const auto& s : claimed) {
-        try {
-          cs::Message m = store_.transaction([&] {
-            const auto conv = conversations.get(s.conversation_id);
-            cs::NewMessage a;
-            a.role = cs::Role::assistant;
-            if (conv) a.agent = conv->agent;
-            a.content = s.text();
-            a.client_key = "suggestion:" + std::to_string(s.id);
-            a.metadata = Json{{"suggestion_id", s.id}};
-            cs::Message stored = conversations.append(s.conversation_id, a);
-            reviews.mark_sent(s.id, s.claim());
-            return stored;
-          });
-          delivered.emplace(s.id, std::move(m));
-        } catch (const cs::Error& e) {
-          std::cerr << "assistant_server: could not deliver suggestion " << s.id << ": " << e.what()
-                    << "\n";
-          try {
-            reviews.mark_failed(s.id, s.claim(), e.what());
-          } catch (const cs::Error&) {
-            // Left claimed: the claim expires and another delivery retries.
-          }
-        }
-      }
-      if (claimed.size() < batch) break;
+    try {
+      const auto conv = conversations.get(s.conversation_id);
+      if (!conv) not_found("conversation " + std::to_string(s.conversation_id));
+      if (options_.reply_sender) options_.reply_sender->send(*conv, s);
+      cs::Message m = store_.transaction([&] {
+        cs::NewMessage a;
+        a.role = cs::Role::assistant;
+        a.agent = conv->agent;
+        a.content = s.text();
+        a.client_key = "suggestion:" + std::to_string(s.id);
+        a.metadata = Json{{"suggestion_id", s.id}};
+        cs::Message stored = conversations.append(s.conversation_id, a);
+        reviews.mark_sent(s.id, s.claim());
+        return stored;
+      });
+      out.delivered.emplace(s.id, std::move(m));
+      return;
+    } catch (const cs::Error& e) {
+      const bool retry = e.retryable();
+      out.failed[s.id] =
+          Json{{"category", cs::to_string(e.code())}, {"message", e.what()}, {"retry", retry}};
+      std::cerr << "assistant_server: could not deliver suggestion " << s.id << ": " << e.what()
+                << (retry ? " (retried later)" : "") << "\n";
+      if (!retry) failed(s, e.what());
+    } catch (const std::exception& e) {
+      out.failed[s.id] =
+          Json{{"category", "internal"}, {"message", "internal error"}, {"retry", false}};
+      std::cerr << "assistant_server: could not deliver suggestion " << s.id << ": " << e.what()
+                << "\n";
+      failed(s, "internal error");
     }
-    return delivered;
+  }
+
+  void failed(const cs::Suggestion& s, std::string error) {
+    // mark_failed takes 1..4,096 bytes of UTF-8: cut on a character boundary.
+    if (error.size() > 4096) {
+      std::size_t cut = 4096;
+      while (cut > 0 && (static_cast<unsigned char>(error[cut]) & 0xC0) == 0x80) --cut;
+      error.resize(cut);
+    }
+    if (error.empty()) error = "delivery failed";
+    try {
+      store_.reviews().mark_failed(s.id, s.claim(), error);
+    } catch (const cs::Error&) {
+      // Left claimed: the claim expires and another delivery retries.
+    }
+  }
+
+  // The background delivery: a pass at once, then one every
+  // delivery_interval, until stop_delivery().
+  void delivery_loop() {
+    std::unique_lock<std::mutex> lock(delivery_mutex_);
+    while (!stopping_.load()) {
+      lock.unlock();
+      try {
+        deliver_approved();
+      } catch (const std::exception& e) {
+        std::cerr << "assistant_server: delivery of approved replies failed: " << e.what() << "\n";
+      }
+      lock.lock();
+      delivery_wake_.wait_for(lock, options_.delivery_interval,
+                              [this] { return stopping_.load(); });
+    }
+  }
+
+  void stop_delivery() {
+    {
+      std::lock_guard<std::mutex> lock(delivery_mutex_);
+      stopping_.store(true);
+    }
+    delivery_wake_.notify_all();
   }
 
   cs::Store& store_;
@@ -765,6 +890,10 @@ class AssistantServer::Impl {
   std::atomic<std::uint64_t> requests_{0};
   std::atomic<std::uint64_t> client_errors_{0};
   std::atomic<std::uint64_t> server_errors_{0};
+  std::mutex delivery_pass_;  // one delivery pass at a time in this process
+  std::mutex delivery_mutex_;
+  std::condition_variable delivery_wake_;
+  std::atomic<bool> stopping_{false};
 };
 
 AssistantServer::AssistantServer(cs::Store& store, cs::SessionCache* cache,

@@ -6,6 +6,7 @@
 // "Example: the assistant server") over a convstore Store, with replies from
 // a pluggable Responder.
 
+#include <chrono>
 #include <convstore/convstore.hpp>
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +16,21 @@
 #include "responder.hpp"
 
 namespace assistant_server {
+
+// Where an approved reply goes besides the conversation: the user's channel
+// (seed 003 sends it through the Telegram API). The server calls send()
+// before it stores the reply as the assistant's message and marks it sent,
+// so a reply is sent at least once: after a failure or a crash between the
+// two it is sent again. send() throws convstore::Error: a retryable one
+// (unavailable, aborted; a timeout is unavailable) leaves the reply approved
+// and it is sent again later; any other error marks it failed for good.
+// Called from the server's threads, several at once.
+class ReplySender {
+ public:
+  virtual ~ReplySender() = default;
+  virtual void send(const convstore::Conversation& conversation,
+                    const convstore::Suggestion& reply) = 0;
+};
 
 struct ServerOptions {
   // Request bodies larger than this are refused with 413 (before they are
@@ -35,6 +51,19 @@ struct ServerOptions {
   // limiter cache (shared by every process on Redis); 0: no limit. Over the
   // limit: 429 with Retry-After.
   std::int64_t messages_per_minute = 0;
+  // Approved replies are delivered when approved, when run() starts and
+  // then every delivery_interval by a background thread (at least 1 ms),
+  // which takes any approved reply not yet delivered: those of other
+  // processes, those approved while no server ran, those whose delivery
+  // failed retryably.
+  std::chrono::milliseconds delivery_interval{std::chrono::seconds(5)};
+  // How long a delivery's claim is held (1 ms .. 1 day). A reply whose
+  // delivery failed retryably, or whose sender crashed, is claimed again
+  // once the lease has expired; it must exceed the time one delivery takes.
+  std::chrono::milliseconds delivery_lease{std::chrono::seconds(60)};
+  // The outbound channel; null: an approved reply is delivered by storing
+  // it as the conversation's assistant message (what web clients read).
+  std::shared_ptr<ReplySender> reply_sender;
 };
 
 class AssistantServer {
@@ -53,10 +82,13 @@ class AssistantServer {
   // Binds the listening socket; port 0 picks a free one. Returns the port.
   // Throws std::runtime_error when the address cannot be bound.
   int bind(const std::string& host, int port);
-  // Serves until stop(). Returns false when the server could not run.
+  // Serves until stop(), delivering approved replies in the background
+  // meanwhile (ServerOptions::delivery_interval). Returns false when the
+  // server could not run.
   bool run();
   // Stops run() (from any thread): no new connection is accepted, requests
-  // in progress finish.
+  // in progress finish, the background delivery stops after the reply it
+  // is delivering.
   void stop();
 
   class Impl;

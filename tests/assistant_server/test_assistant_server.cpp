@@ -4,6 +4,7 @@
 // End-to-end tests of the assistant server: the built binary is started on
 // each backend and driven over HTTP with httplib::Client.
 
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 #include <random>
@@ -341,54 +342,18 @@ TEST_CASE_TEMPLATE(
   CONVSTORE_TEST_DB(db);
   ServerProcess server({"--db", db.url()});
   Api api(server.port());
-  Api observer(server.port());
   auto c = start(api, Json{{"user", user("alice")}});
   const std::int64_t id = c["id"];
   const std::string path = conversation_path(id);
 
-  // Read the stream as it arrives; after the first delta, the stored reply
-  // already holds (at least) the text sent so far.
-  std::string received;
-  bool checked_midway = false;
-  httplib::Request req;
-  req.method = "POST";
-  req.path = path + "/messages?stream=1";
-  req.body = Json{{"content", "one two three four five six seven eight"}}.dump();
-  req.set_header("Content-Type", "application/json");
-  req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t, std::uint64_t) {
-    received.append(data, n);
-    if (checked_midway) return true;
-    const auto cut = received.rfind("\n\n");
-    if (cut == std::string::npos) return true;
-    auto events = parse_sse(received.substr(0, cut + 2));
-    std::int64_t reply_id = 0;
-    std::string so_far;
-    for (const auto& e : events) {
-      if (e.event == "start") reply_id = e.data.at("id").get<std::int64_t>();
-      if (e.event == "delta") so_far += e.data.at("text").get<std::string>();
-    }
-    if (reply_id == 0 || so_far.empty()) return true;
-    auto stored = observer.get(path + "?messages=5");
-    bool found = false;
-    for (const auto& m : stored.json["messages"]) {
-      if (m["id"] != reply_id) continue;
-      found = true;
-      const std::string content = m["content"];
-      CHECK_MESSAGE(content.rfind(so_far, 0) == 0,
-                    "stored '" << content << "', sent '" << so_far << "'");
-    }
-    CHECK(found);
-    checked_midway = true;
-    return true;
-  };
-  httplib::Response res;
-  httplib::Error err = httplib::Error::Success;
-  REQUIRE_MESSAGE(api.client().send(req, res, err), httplib::to_string(err));
-  CHECK(res.status == 200);
-  CHECK(contains(res.get_header_value("Content-Type"), "text/event-stream"));
-  CHECK(checked_midway);
+  // (That each chunk is stored before it is sent is checked in
+  // test_assistant_delivery.cpp, with a responder paused midway.)
+  auto res = api.post(path + "/messages?stream=1",
+                      Json{{"content", "one two three four five six seven eight"}});
+  REQUIRE(res.status == 200);
+  CHECK(contains(res.content_type, "text/event-stream"));
 
-  auto events = parse_sse(received);
+  auto events = parse_sse(res.text);
   REQUIRE(events.size() >= 4);
   CHECK(events[0].event == "message");
   CHECK(events[0].data["content"] == "one two three four five six seven eight");
@@ -511,6 +476,63 @@ TEST_CASE_TEMPLATE("assistant_server e2e: review mode: suggestions approved, edi
   auto all = api.get(path + "?messages=20");
   REQUIRE(all.json["messages"].size() == 6);
   CHECK(all.json["messages"][5]["content"] == "You said: second");
+  CHECK(server.stop() == 0);
+}
+
+TEST_CASE_TEMPLATE(
+    "assistant_server e2e: approved replies are delivered at startup and in the background", B,
+    CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  auto store = db.open();
+  auto status_of = [&](std::int64_t id) {
+    auto s = store.reviews().get(id);
+    REQUIRE(s.has_value());
+    return s->status;
+  };
+  auto wait_sent = [&](std::int64_t id) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (status_of(id) != convstore::ReviewStatus::sent &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return status_of(id) == convstore::ReviewStatus::sent;
+  };
+  std::int64_t id = 0;
+  std::int64_t s1 = 0;
+  {
+    ServerProcess server({"--db", db.url()});
+    Api api(server.port());
+    id = start(api, Json{{"user", user("alice")}, {"review", true}})["id"];
+    s1 = say(api, id, "Lunch?")["suggestion"]["id"];
+    CHECK(server.stop() == 0);
+  }
+  // Approved while no server runs (as a server that stopped or crashed
+  // between approving and delivering leaves it).
+  store.reviews().approve(s1, "Yes, at noon.");
+
+  // The next server delivers it when it starts: the next background pass
+  // is an hour away.
+  {
+    ServerProcess server({"--db", db.url(), "--delivery-interval", "3600"});
+    REQUIRE(wait_sent(s1));
+    Api api(server.port());
+    auto got = api.get(conversation_path(id) + "?messages=10");
+    REQUIRE(got.json["messages"].size() == 2);
+    CHECK(got.json["messages"][1]["role"] == "assistant");
+    CHECK(got.json["messages"][1]["content"] == "Yes, at noon.");
+    CHECK(server.stop() == 0);
+  }
+
+  // A reply approved elsewhere while a server runs (here through the
+  // library, as another process would) is delivered by the background pass.
+  ServerProcess server({"--db", db.url(), "--delivery-interval", "0.05"});
+  Api api(server.port());
+  const std::int64_t s2 = say(api, id, "And dinner?")["suggestion"]["id"];
+  store.reviews().approve(s2);
+  REQUIRE(wait_sent(s2));
+  auto got = api.get(conversation_path(id) + "?messages=10");
+  REQUIRE(got.json["messages"].size() == 4);
+  CHECK(got.json["messages"][3]["content"] == "You said: And dinner?");
   CHECK(server.stop() == 0);
 }
 
@@ -714,6 +736,8 @@ TEST_CASE("assistant_server e2e: bad options exit 2, an unusable database 1, no 
   CHECK_MESSAGE(contains(err, "--listen"), err);
   CHECK(testing::run_to_exit({"--max-body", "0"}, err) == 2);
   CHECK(testing::run_to_exit({"--no-such-option"}, err) == 2);
+  CHECK(testing::run_to_exit({"--delivery-interval", "0"}, err) == 2);
+  CHECK(testing::run_to_exit({"--delivery-lease", "x"}, err) == 2);
   CHECK(testing::run_to_exit({"--help"}, err) == 0);
 
   CHECK(testing::run_to_exit({"--db", "nosuchscheme:x", "--listen", "127.0.0.1:0"}, err) == 1);
@@ -778,7 +802,8 @@ TEST_CASE_TEMPLATE("assistant_server: a responder plugged in; its failures are r
   CHECK_MESSAGE(!contains(crash.text, "secret"), crash.text);
 
   // Streamed: the chunks before the failure are sent and stored; the message
-  // stays incomplete and an error event ends the stream.
+  // is finished with the error in its metadata, then an error event ends
+  // the stream.
   auto streamed = api.post(path + "?stream=1", Json{{"content", "fail"}});
   REQUIRE(streamed.status == 200);
   auto events = parse_sse(streamed.text);
@@ -793,5 +818,29 @@ TEST_CASE_TEMPLATE("assistant_server: a responder plugged in; its failures are r
   auto stored = store.conversations().get_message(reply_id);
   REQUIRE(stored.has_value());
   CHECK(stored->content == "thinking about fail");
-  CHECK_FALSE(stored->complete);
+  CHECK(stored->complete);
+  CHECK(stored->metadata["error"]["category"] == "unavailable");
+  CHECK(stored->metadata["error"]["message"] == "the model is down");
+  CHECK(stored->metadata["interrupted"] == true);
+  // The API shows it so: the conversation is not left with a reply
+  // streaming forever, and it takes the next message.
+  auto got = api.get(conversation_path(id) + "?messages=2");
+  REQUIRE(got.json["messages"].size() == 2);
+  CHECK(got.json["messages"][1]["id"] == reply_id);
+  CHECK(got.json["messages"][1]["complete"] == true);
+  CHECK(got.json["messages"][1]["metadata"]["error"]["category"] == "unavailable");
+  CHECK(say(api, id, "hello")["reply"]["content"] == "thinking about hello.");
+
+  // A failure that is not a convstore error: recorded without its internals.
+  auto crashed = api.post(path + "?stream=1", Json{{"content", "crash"}});
+  REQUIRE(crashed.status == 200);
+  CHECK_MESSAGE(!contains(crashed.text, "secret"), crashed.text);
+  auto crash_events = parse_sse(crashed.text);
+  REQUIRE(crash_events.size() == 5);
+  CHECK(crash_events[4].data["error"]["category"] == "internal");
+  auto crash_stored =
+      store.conversations().get_message(crash_events[1].data["id"].get<std::int64_t>());
+  REQUIRE(crash_stored.has_value());
+  CHECK(crash_stored->complete);
+  CHECK(crash_stored->metadata["error"]["message"] == "internal error");
 }
