@@ -11,9 +11,11 @@
 // Each test starts its own throwaway server (tests/faults/pg_server.sh),
 // never the shared one. Without one it is skipped, except under CI=true.
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <libpq-fe.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,14 +96,27 @@ class PgServer {
 
  private:
   // Runs the script with `args`, killed after `limit`; its exit status and
-  // standard output.
+  // standard output. No doctest assertion here: the destructor of the
+  // shared server runs after doctest has finished.
   std::pair<int, std::string> run(const std::vector<std::string>& args,
                                   std::chrono::seconds limit) {
     std::vector<std::string> argv{"/bin/bash", CONVSTORE_PG_SERVER_SCRIPT};
     argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> cargv;
+    for (auto& a : argv) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
     std::lock_guard<std::mutex> lock(mu_);
-    int pid = testing::spawn(argv, testing::environment(), "/dev/null", dir_.file("script.out"),
-                             dir_.file("script.err"));
+    const std::string out = dir_.file("script.out");
+    const std::string err = dir_.file("script.err");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, cargv[0], &actions, nullptr, cargv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) return {-1, ""};
     auto deadline = Clock::now() + limit;
     int status = 0;
     for (;;) {
