@@ -198,10 +198,9 @@ struct Worker {
 
 }  // namespace
 
-TEST_CASE("pg restart: one Store rides through restarts of its server, nothing acknowledged lost") {
-  PgServer* srv = shared_server();
-  if (srv == nullptr) return;
-  PgServer& server = *srv;
+// Threads share one Store while the server restarts: nothing acknowledged is
+// lost.
+static void threads_ride_through(PgServer& server) {
   const Options options = restart_options();
   Store store = Store::open(server.url(), options);
 
@@ -399,10 +398,8 @@ ErrorCode code_of(const std::exception_ptr& e) {
 
 }  // namespace
 
-TEST_CASE("pg restart: a lost connection is retried once for reads and keyed appends only") {
-  PgServer* srv = shared_server();
-  if (srv == nullptr) return;
-  PgServer& server = *srv;
+// The retry rule, one call at a time.
+static void retry_rule(PgServer& server) {
   const std::string victim = "convstore_fault_victim";
   std::atomic<int> begins{0};
   Options options = restart_options();
@@ -484,10 +481,8 @@ TEST_CASE("pg restart: a lost connection is retried once for reads and keyed app
   }
 }
 
-TEST_CASE("pg restart: after a restart the first calls succeed on the same Store") {
-  PgServer* srv = shared_server();
-  if (srv == nullptr) return;
-  PgServer& server = *srv;
+// The first calls after a restart, and calls during the outage.
+static void first_calls(PgServer& server) {
   Options options = restart_options();
   options.pool_size = 1;
   // `store` is idle during the outage; `other` is used during it.
@@ -520,4 +515,18 @@ TEST_CASE("pg restart: after a restart the first calls succeed on the same Store
     CHECK(store.conversations().recent(conv, 1).size() == 1);
     CHECK(store.conversations().get(conv)->message_count == appended);
   }
+}
+
+// One test case, so that the three parts share one throwaway server (one
+// initdb) also when ctest runs each test case in a process of its own.
+TEST_CASE("pg restart: a Store rides through restarts of its PostgreSQL server") {
+  PgServer* server = shared_server();
+  if (server == nullptr) return;
+  SUBCASE("threads share one Store while the server restarts: nothing acknowledged is lost") {
+    threads_ride_through(*server);
+  }
+  SUBCASE("a lost connection is retried once for reads and keyed appends only") {
+    retry_rule(*server);
+  }
+  SUBCASE("after a restart the first calls succeed on the same Store") { first_calls(*server); }
 }
