@@ -798,7 +798,9 @@ bool ConversationStore::remove(ConversationId id) {
 Message ConversationStore::append(ConversationId id, const NewMessage& m,
                                   const AppendOptions& opts) {
   EncodedMessage e = encode(m);
-  const Op op{"append message", "conversation", id};
+  Op op{"append message", "conversation", id};
+  // Appending the same client_key again returns the stored message.
+  op.idempotent = m.client_key.has_value();
   // Counted once, as the append, whatever else it reads to explain a refusal.
   return impl_->counted(op, [&]() -> Message {
     if (impl_->backend() == Backend::postgresql && !m.client_key && !opts.fence) {
@@ -841,9 +843,13 @@ std::vector<Message> ConversationStore::append_batch(ConversationId id,
   std::vector<EncodedMessage> encoded;
   encoded.reserve(messages.size());
   for (const auto& m : messages) encoded.push_back(encode(m));
-  const Op op{"append messages", "conversation", id};
+  Op op{"append messages", "conversation", id};
   bool keyed = std::any_of(messages.begin(), messages.end(),
                            [](const NewMessage& m) { return m.client_key.has_value(); });
+  // Only a batch whose every message has a key can run again safely.
+  op.idempotent = !messages.empty() &&
+                  std::all_of(messages.begin(), messages.end(),
+                              [](const NewMessage& m) { return m.client_key.has_value(); });
   if (impl_->backend() == Backend::postgresql && !keyed && !messages.empty()) {
     Timestamp t = now();
     auto ids = impl_->single(

@@ -39,6 +39,10 @@ struct Op {
   const char* action;
   const char* entity = nullptr;
   long long id = 0;
+  // The call carries an idempotency key (a message's client_key): running
+  // it again after an unknown outcome cannot apply it twice, so a write
+  // whose connection was lost is retried once (see write / single).
+  bool idempotent = false;
   std::string describe() const {
     return entity == nullptr ? std::string(action) : fmt::format("{} ({} {})", action, entity, id);
   }
@@ -77,9 +81,22 @@ class Store::Impl {
 
   detail::Backend backend() const noexcept { return dialect.backend(); }
 
+  // The retry rule, the same for the four helpers below: outside a
+  // caller's transaction (Store::transaction), a call that fails because its
+  // connection was lost (the server restarted, the network cut) is run once
+  // more, on a fresh connection, when that is safe: always for a read or a
+  // snapshot; for a write or a single statement only when `op.idempotent`
+  // (the outcome of a lost write is unknown: it may have committed). A BEGIN
+  // that fails on a dead connection is retried for every write (nothing was
+  // sent), and the pool replaces an idle connection that the server closed
+  // before anything is sent on it (Dialect::stale). An error of the
+  // statement itself (a constraint, a conflict) is never retried, and a
+  // failure to connect is not either (it fails fast with unavailable).
+  //
+  // fn may therefore run twice: it must not keep state across runs.
+
   // Runs fn(Connection&) on a connection without opening a transaction
-  // (each statement commits on its own). A read that fails because its
-  // pooled connection was dead is retried once, on a fresh connection.
+  // (each statement commits on its own).
   template <class F>
   auto read(const Op& op, F&& fn) -> decltype(fn(std::declval<detail::Connection&>()));
 
@@ -159,10 +176,20 @@ class Store::Impl {
   // Lets the next writer of this Store in once `c`'s write transaction has
   // ended (depth 0).
   static void leave_gate(detail::Connection& c) noexcept;
-  // Runs fn(Connection&) in a new transaction on a pooled connection.
+  // Runs fn(Connection&) in a new transaction on a pooled connection. When
+  // it fails after BEGIN, *lost tells whether the connection was lost.
   template <class F>
-  auto in_transaction(const Op& op, Begin kind, F&& fn)
+  auto in_transaction(const Op& op, Begin kind, F&& fn, bool* lost = nullptr)
       -> decltype(fn(std::declval<detail::Connection&>()));
+  // Runs attempt(bool& lost) and, when it throws with `lost` set and
+  // `retry`, once more (the retry rule above).
+  template <class A>
+  auto retried(bool retry, A&& attempt) -> decltype(attempt(std::declval<bool&>()));
+  // True when `c` can no longer be used (marks it broken for the pool).
+  bool lost(detail::Connection& c) const noexcept {
+    if (!c.broken && dialect.broken(c.session())) c.broken = true;
+    return c.broken;
+  }
   // Runs fn inside a savepoint of the open transaction on `c`; a failure
   // rolls back to it and rethrows, leaving the transaction usable.
   template <class F>
@@ -239,15 +266,27 @@ auto Store::Impl::read_uncounted(const Op& op, F&& fn)
       auto e = translated(op, &*lease, std::current_exception());
       // A dead connection is dropped with the idle ones when the lease
       // ends, so the second attempt runs on a fresh connection.
-      if (!lease->broken || attempt > 0) std::rethrow_exception(e);
+      if (!lost(*lease) || attempt > 0) std::rethrow_exception(e);
     } catch (...) {
       fail(op, &*lease, std::current_exception());
     }
   }
 }
 
+template <class A>
+auto Store::Impl::retried(bool retry, A&& attempt) -> decltype(attempt(std::declval<bool&>())) {
+  for (int n = 0;; ++n) {
+    bool was_lost = false;
+    try {
+      return attempt(was_lost);
+    } catch (...) {
+      if (!retry || !was_lost || n > 0) throw;
+    }
+  }
+}
+
 template <class F>
-auto Store::Impl::in_transaction(const Op& op, Begin kind, F&& fn)
+auto Store::Impl::in_transaction(const Op& op, Begin kind, F&& fn, bool* was_lost)
     -> decltype(fn(std::declval<detail::Connection&>())) {
   auto lease = begin_on_lease(op, kind);
   detail::Connection& c = *lease;
@@ -262,6 +301,7 @@ auto Store::Impl::in_transaction(const Op& op, Begin kind, F&& fn)
     }
   } catch (...) {
     auto e = translated(op, &c, std::current_exception());
+    if (was_lost != nullptr) *was_lost = lost(c);
     rollback(c);
     std::rethrow_exception(e);
   }
@@ -271,25 +311,35 @@ template <class F>
 auto Store::Impl::snapshot_uncounted(const Op& op, F&& fn)
     -> decltype(fn(std::declval<detail::Connection&>())) {
   if (detail::Connection* c = current()) return joined(op, *c, [&] { return fn(*c); });
-  return in_transaction(op, Begin::read, std::forward<F>(fn));
+  // Read-only: always safe to run again.
+  return retried(true,
+                 [&](bool& was_lost) { return in_transaction(op, Begin::read, fn, &was_lost); });
 }
 
 template <class F>
 auto Store::Impl::write_uncounted(const Op& op, F&& fn)
     -> decltype(fn(std::declval<detail::Connection&>())) {
   if (detail::Connection* c = current()) return in_savepoint(op, *c, [&] { return fn(*c); });
-  return in_transaction(op, Begin::write, std::forward<F>(fn));
+  return retried(op.idempotent,
+                 [&](bool& was_lost) { return in_transaction(op, Begin::write, fn, &was_lost); });
 }
 
 template <class F>
 auto Store::Impl::single_uncounted(const Op& op, F&& fn)
     -> decltype(fn(std::declval<detail::Connection&>())) {
   if (detail::Connection* c = current()) return in_savepoint(op, *c, [&] { return fn(*c); });
-  auto lease = pool.acquire();
-  try {
-    return fn(*lease);
-  } catch (...) {
-    fail(op, &*lease, std::current_exception());
+  for (int attempt = 0;; ++attempt) {
+    auto lease = pool.acquire();
+    try {
+      return fn(*lease);
+    } catch (const soci::soci_error&) {
+      auto e = translated(op, &*lease, std::current_exception());
+      // The statement may have committed before the connection was lost:
+      // only an idempotent call runs again.
+      if (!op.idempotent || !lost(*lease) || attempt > 0) std::rethrow_exception(e);
+    } catch (...) {
+      fail(op, &*lease, std::current_exception());
+    }
   }
 }
 

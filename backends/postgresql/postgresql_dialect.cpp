@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #include <fmt/format.h>
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <cstring>
 #include <memory>
@@ -85,6 +86,18 @@ class PostgresqlDialect final : public Dialect {
   bool broken(soci::session& s) const noexcept override {
     PGconn* c = handle(s);
     return c == nullptr || PQstatus(c) != CONNECTION_OK;
+  }
+
+  bool stale(soci::session& s) const noexcept override {
+    PGconn* c = handle(s);
+    if (c == nullptr || PQstatus(c) != CONNECTION_OK) return true;
+    // Between calls every result has been read, so nothing arrives on an
+    // idle connection unless the server ends it (a FATAL message, then the
+    // end of the stream: a shutdown, a terminated backend). A rare harmless
+    // message (a parameter status) costs one reconnection at most.
+    pollfd p{PQsocket(c), POLLIN, 0};
+    if (p.fd < 0) return true;
+    return ::poll(&p, 1, 0) != 0;
   }
 
   Error translate(const soci::soci_error& e, soci::session* s,

@@ -84,7 +84,15 @@ Pool::Lease Pool::acquire() {
     if (!idle_.empty()) {
       auto c = std::move(idle_.back());
       idle_.pop_back();
-      return Lease(this, std::move(c));
+      lock.unlock();
+      if (!dialect_.stale(c->session())) return Lease(this, std::move(c));
+      // Closed by the server while idle: replaced by a fresh connection
+      // (closing this one may talk to the server: outside the lock).
+      c->broken = true;
+      c.reset();
+      lock.lock();
+      --open_;
+      continue;
     }
     if (open_ < capacity_) {
       ++open_;

@@ -42,6 +42,10 @@ class Dialect {
                                                  const Options& options) const = 0;
   // True when the session can no longer be used (server gone).
   virtual bool broken(soci::session& s) const noexcept = 0;
+  // True when an idle session was closed by the server while it sat in the
+  // pool (a restart): checked before anything is sent on it, so the pool
+  // replaces it instead of failing the call.
+  virtual bool stale(soci::session&) const noexcept { return false; }
 
   // Classifies a database error; the sqlstate (or SQLite extended code) goes
   // into the returned Error, `what` is prefixed to the message.
