@@ -20,6 +20,24 @@ CONVSTORE_BUILD_PACKAGES=(
 # by neither script) also need libbenchmark-dev.
 # shellcheck disable=SC2034
 CONVSTORE_TEST_PACKAGES=(doctest-dev postgresql redis-server python3 chromium wrk)
+# The fuzz targets (scripts/test's third build, scripts/fuzz): Clang and its
+# runtime libraries (libFuzzer, ASan, UBSan), Debian 12's version.
+# shellcheck disable=SC2034
+CONVSTORE_FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+
+# configure_fuzz_build DIR: configures DIR for the fuzz targets only (Clang,
+# CONVSTORE_BUILD_FUZZ=ON; no tool, tests, examples or benchmarks), with
+# ccache when it is installed. Build it with `cmake --build DIR --target
+# convstore_fuzz`.
+configure_fuzz_build() {
+  local launcher=()
+  if command -v ccache >/dev/null 2>&1; then
+    launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  fi
+  CC=clang CXX=clang++ cmake -S . -B "$1" -DCONVSTORE_BUILD_FUZZ=ON \
+    -DCONVSTORE_BUILD_TESTS=OFF -DCONVSTORE_BUILD_EXAMPLES=OFF -DCONVSTORE_BUILD_BENCH=OFF \
+    -DCONVSTORE_BUILD_CLI=OFF -DCONVSTORE_INSTALL=OFF "${launcher[@]}"
+}
 
 # ensure_packages PKG...: installs, with apt-get, those of the Debian packages
 # PKG... that are not installed; does nothing (and needs no network) when all

@@ -1,6 +1,8 @@
 // Copyright (c) the convstore authors.
 // SPDX-License-Identifier: MIT
 #include "store_helpers.hpp"
+
+#include "calendar_detail.hpp"
 #include "text_words.hpp"
 
 #include <fmt/format.h>
@@ -84,7 +86,11 @@ std::pair<Timestamp, long long> parse_time_cursor(std::string_view prefix,
       r2.ptr != b + cursor.size() || id <= 0) {
     throw bad();
   }
-  return {Timestamp(std::chrono::microseconds(micros)), id};
+  // Every stored time is in the years 0001..9999; one outside them comes
+  // from no listing (and overflows the arithmetic of its ISO 8601 text).
+  const Timestamp t{std::chrono::microseconds(micros)};
+  if (t < kEarliestTime || t > kLatestTime) throw bad();
+  return {t, id};
 }
 
 void check_id(std::string_view id, std::string_view what, std::size_t max_chars) {

@@ -193,6 +193,10 @@ TEST_CASE_TEMPLATE("calendar: ranges are half-open, ordered, paged, and see long
   CHECK(paged == std::vector<std::string>{"conference", "a", "b", "c"});
   CHECK_ERROR_CODE(cal.range(u, at("2026-04-01T00:00:00Z"), at("2026-06-01T00:00:00Z"), 2, "bad"),
                    ErrorCode::invalid_argument);
+  // A time before the year 0001 (fuzz/fuzz_cursor).
+  CHECK_ERROR_CODE(cal.range(u, at("2026-04-01T00:00:00Z"), at("2026-06-01T00:00:00Z"), 2,
+                             "e1.-9223372036854775808.1"),
+                   ErrorCode::invalid_argument);
 }
 
 TEST_CASE_TEMPLATE("calendar: a booking that overlaps is refused with the events in the way", B,

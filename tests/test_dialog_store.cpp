@@ -726,6 +726,8 @@ TEST_CASE_TEMPLATE("reviews: pending suggestions of a user, a page at a time", B
   PendingQuery bad;
   bad.cursor = "garbage";
   CHECK_ERROR_CODE(reviews.pending(alice, bad), ErrorCode::invalid_argument);
+  bad.cursor = "p1.-9223372036854775808.1";  // before the year 0001 (fuzz/fuzz_cursor)
+  CHECK_ERROR_CODE(reviews.pending(alice, bad), ErrorCode::invalid_argument);
   bad.cursor.clear();
   bad.limit = 0;
   CHECK_ERROR_CODE(reviews.pending(alice, bad), ErrorCode::invalid_argument);

@@ -422,8 +422,8 @@ const char* const kMigration9[] = {
 ))",
     "CREATE INDEX tasks_due ON tasks (priority DESC, run_at, id) WHERE status = 'pending'",
     "CREATE INDEX tasks_lease ON tasks (lease_expires_at) WHERE status = 'processing'",
-    "CREATE UNIQUE INDEX tasks_dedupe ON tasks (dedupe_key) "
-    "WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'processing')",
+    ("CREATE UNIQUE INDEX tasks_dedupe ON tasks (dedupe_key) "
+     "WHERE dedupe_key IS NOT NULL AND status IN ('pending', 'processing')"),
     "CREATE INDEX tasks_status ON tasks (status, id)",
     "CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL",
     R"(CREATE TABLE task_schedules (
@@ -618,8 +618,8 @@ const char* const kMigration10Sqlite[] = {
     "INSERT INTO messages_fts (rowid, content) SELECT id, substr(content, 1, 100000) FROM messages",
 };
 const char* const kMigration10Postgresql[] = {
-    "ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS "
-    "(to_tsvector('simple', left(content, 100000))) STORED",
+    ("ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS "
+     "(to_tsvector('simple', left(content, 100000))) STORED"),
     "CREATE INDEX messages_search ON messages USING GIN (search)",
     // ANDs the queries of a search's terms (one statement for any number).
     "CREATE AGGREGATE convstore_tsquery_and(tsquery) (SFUNC = tsquery_and, STYPE = tsquery)",
