@@ -198,8 +198,11 @@ int fill(const std::string& url, const std::string& path, convstore::Conversatio
   }
   long long biggest = std::max(file_size(path), file_size(path + "-wal"));
   limit_file_size(static_cast<rlim_t>(biggest + margin));
-  say("limit " + std::to_string(biggest + margin));
+  say("limit " + std::to_string(biggest + margin) + " (database " +
+      std::to_string(file_size(path)) + ", WAL " + std::to_string(file_size(path + "-wal")) + ")");
   i = append_until_error(store, conversation, i, bytes, 100000);
+  say("files: database " + std::to_string(file_size(path)) + ", WAL " +
+      std::to_string(file_size(path + "-wal")));
   i = while_full(store, conversation, i, bytes);
   limit_file_size(RLIM_INFINITY);
   say("space-freed");

@@ -106,7 +106,8 @@ FillRun parse(const std::vector<std::string>& lines) {
     } else if (line == "space-freed") {
       freed = true;
     } else {
-      CHECK_MESSAGE((starts_with(line, "limit ") || line == "waiting" || line == "finished"),
+      CHECK_MESSAGE((starts_with(line, "limit ") || starts_with(line, "files: ") ||
+                     line == "waiting" || line == "finished"),
                     "unexpected: " << line);
     }
   }
@@ -170,7 +171,11 @@ void fill_test(std::size_t bytes, long long pre_bytes, long long margin) {
   auto run = parse(lines);
   INFO("worker output:\n" << testing::read_file(dir.file("fill.out")));
   check_after_fill(db.url(), conversation, run, bytes);
-  MESSAGE("messages of " << bytes << " bytes: " << run.acked.size() << " acknowledged; "
+  std::string sizes;
+  for (const auto& line : lines) {
+    if (starts_with(line, "limit ") || starts_with(line, "files: ")) sizes += line + "; ";
+  }
+  MESSAGE("messages of " << bytes << " bytes: " << run.acked.size() << " acknowledged; " << sizes
                          << run.errors.front());
 }
 
