@@ -1,8 +1,12 @@
 // Copyright (c) the convstore authors.
 // SPDX-License-Identifier: MIT
 #include <fmt/format.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 
 #include "db/dialect.hpp"
@@ -69,6 +73,35 @@ void register_rank(sqlite_api::sqlite3* db) {
   }
 }
 
+// True when the database's file system has (almost) no space left, or one
+// of its files reached the process's file size limit (RLIMIT_FSIZE): the
+// cause of an I/O error. (sqlite3_system_errno is not reliable here: it is
+// the errno of the thread when SQLite recorded the error, which a later
+// system call of the rollback may have replaced.)
+bool disk_full(sqlite_api::sqlite3* db) {
+  if (db == nullptr) return false;
+  const int sys = sqlite_api::sqlite3_system_errno(db);
+  if (sys == ENOSPC || sys == EFBIG || sys == EDQUOT) return true;
+  const char* file = sqlite_api::sqlite3_db_filename(db, "main");
+  if (file == nullptr || *file == '\0') return false;
+  constexpr unsigned long long kSlack = 1024 * 1024;
+  struct statvfs fs {};
+  if (::statvfs(file, &fs) == 0 &&
+      static_cast<unsigned long long>(fs.f_bavail) * fs.f_frsize < kSlack) {
+    return true;
+  }
+  struct rlimit limit {};
+  if (::getrlimit(RLIMIT_FSIZE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return false;
+  for (const char* suffix : {"", "-wal", "-journal"}) {
+    struct stat st {};
+    if (::stat((std::string(file) + suffix).c_str(), &st) == 0 &&
+        static_cast<unsigned long long>(st.st_size) + kSlack >= limit.rlim_cur) {
+      return true;
+    }
+  }
+  return false;
+}
+
 class SqliteDialect final : public Dialect {
  public:
   Backend backend() const noexcept override { return Backend::sqlite; }
@@ -110,6 +143,22 @@ class SqliteDialect final : public Dialect {
         if (last != SQLITE_OK && (ext == 0 || (last & 0xff) == (ext & 0xff))) ext = last;
       }
     }
+    std::string msg = e.get_error_message();
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    const std::string state = ext != 0 ? std::to_string(ext) : "";
+    // A full disk: SQLITE_FULL, or an I/O error on a file system without
+    // space or a file at the process's size limit (SQLite reports a write
+    // that failed outright, ENOSPC or EFBIG, as SQLITE_IOERR_WRITE "disk I/O
+    // error"). Nothing of the failed call was written; the database stays
+    // intact and readable.
+    if ((ext & 0xff) == SQLITE_FULL ||
+        ((ext & 0xff) == SQLITE_IOERR && s != nullptr && disk_full(handle(*s)))) {
+      return Error(ErrorCode::unavailable,
+                   fmt::format("{}: the database or disk is full: nothing was written; free "
+                               "space (or raise the file size limit), then retry ({})",
+                               what, msg),
+                   state);
+    }
     ErrorCode code = ErrorCode::internal;
     switch (ext & 0xff) {
       case SQLITE_BUSY:
@@ -143,9 +192,7 @@ class SqliteDialect final : public Dialect {
       default:
         break;
     }
-    std::string msg = e.get_error_message();
-    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-    return Error(code, fmt::format("{}: {}", what, msg), ext != 0 ? std::to_string(ext) : "");
+    return Error(code, fmt::format("{}: {}", what, msg), state);
   }
 
   bool errors_abort_transaction() const noexcept override { return false; }
