@@ -629,13 +629,28 @@ void Bot::continue_operation(const Update& update, const IncomingMessage& m,
   });
 }
 
-std::optional<convstore::OperationTemplate> Bot::learned(convstore::UserId user, const Json& op) {
+namespace {
+
+// The name of the template an operation is learned under: its description's
+// first 200 bytes, when that is a valid template name (not empty, no control
+// characters).
+std::optional<std::string> template_name(const Json& op) {
   if (!op.contains("description") || !op["description"].is_string()) return std::nullopt;
-  const std::string description = short_text(op["description"].get<std::string>());
-  for (auto& t : store_.templates().list(op.value("type", "expense"), user, 1000)) {
-    if (t.user_id == user && t.name == description) return t;
+  std::string name = short_text(op["description"].get<std::string>());
+  if (name.empty()) return std::nullopt;
+  for (char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) return std::nullopt;
   }
-  return std::nullopt;
+  return name;
+}
+
+}  // namespace
+
+std::optional<convstore::OperationTemplate> Bot::learned(convstore::UserId user, const Json& op) {
+  const auto name = template_name(op);
+  if (!name) return std::nullopt;
+  return store_.templates().find(user, op.value("type", "expense"), *name);
 }
 
 bool Bot::apply_learned(Json& op, std::optional<convstore::UserId> user) {
@@ -651,10 +666,8 @@ bool Bot::apply_learned(Json& op, std::optional<convstore::UserId> user) {
 
 void Bot::remember(std::optional<convstore::UserId> user, const Json& op,
                    const std::string& sample) {
-  if (!user || !op.contains("description") || !op["description"].is_string() ||
-      op["description"].get<std::string>().empty()) {
-    return;
-  }
+  const auto name = template_name(op);
+  if (!user || !name) return;
   Json output = Json::object();
   for (const char* field : {"type", "description", "category"}) {
     if (op.contains(field)) output[field] = op[field];
@@ -668,7 +681,7 @@ void Bot::remember(std::optional<convstore::UserId> user, const Json& op,
   convstore::NewOperationTemplate t;
   t.user_id = *user;
   t.kind = op.value("type", "expense");
-  t.name = short_text(op["description"].get<std::string>());
+  t.name = *name;
   t.sample_input = sample;
   t.expected_output = output;
   store_.templates().record_use(store_.templates().add(t).id);
