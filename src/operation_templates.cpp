@@ -115,6 +115,23 @@ std::optional<OperationTemplate> OperationTemplates::get(TemplateId id) {
   });
 }
 
+std::optional<OperationTemplate> OperationTemplates::find(std::optional<UserId> owner,
+                                                          std::string_view kind,
+                                                          std::string_view name) {
+  check_kind(kind);
+  detail::check_id(name, "template name", TemplateLimits::max_name_chars);
+  // The unique index's own expression: no user is 0, a shared template is.
+  static const Sql q{"SELECT " CS_TEMPLATE_COLS
+                     " FROM operation_templates WHERE COALESCE(user_id, 0) = :u AND kind = :k "
+                     "AND name = :n"};
+  const long long user = owner ? static_cast<long long>(*owner) : 0;
+  return impl_->read(Op{"find operation template"}, [&](Connection& c) {
+    Stmt st(c, q);
+    st.in(user).in(kind).in(name);
+    return fetch(st);
+  });
+}
+
 std::vector<OperationTemplate> OperationTemplates::list(std::string_view kind,
                                                         std::optional<UserId> user,
                                                         std::size_t limit) {

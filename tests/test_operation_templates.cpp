@@ -166,3 +166,47 @@ TEST_CASE_TEMPLATE("OperationTemplates: concurrent record_use counts every use",
   CHECK(failures.load() == 0);
   CHECK(store.templates().get(t.id)->use_count == kThreads * kUses);
 }
+
+TEST_CASE_TEMPLATE("OperationTemplates: find looks one template up by owner, kind and name", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  Store store = db.open();
+  auto& tp = store.templates();
+  const UserId alice = store.conversations().upsert_user(UserUpsert("telegram", "alice")).id;
+  const UserId bob = store.conversations().upsert_user(UserUpsert("telegram", "bob")).id;
+
+  auto shared = tp.add(tmpl("expense", "coffee"));
+  auto mine = tp.add(tmpl("expense", "coffee", alice));
+  auto income = tp.add(tmpl("income", "coffee", alice));
+  tp.record_use(mine.id);
+
+  auto a = tp.find(alice, "expense", "coffee");
+  REQUIRE(a.has_value());
+  CHECK(a->id == mine.id);
+  CHECK(a->user_id == std::optional<UserId>(alice));
+  CHECK(a->use_count == 1);
+  CHECK(a->expected_output == mine.expected_output);
+  auto s = tp.find(std::nullopt, "expense", "coffee");
+  REQUIRE(s.has_value());
+  CHECK(s->id == shared.id);
+  CHECK_FALSE(s->user_id.has_value());
+  CHECK(tp.find(alice, "income", "coffee")->id == income.id);
+  // Exactly the key: no fallback to the shared template, another kind or
+  // another case.
+  CHECK_FALSE(tp.find(bob, "expense", "coffee").has_value());
+  CHECK_FALSE(tp.find(std::nullopt, "income", "coffee").has_value());
+  CHECK_FALSE(tp.find(alice, "expense", "Coffee").has_value());
+  CHECK_FALSE(tp.find(alice, "expense", "tea").has_value());
+  CHECK_FALSE(tp.find(alice + 1000, "expense", "coffee").has_value());
+  // Among many templates (more than a listing's default page).
+  for (int i = 0; i < 60; ++i) tp.add(tmpl("expense", "item " + std::to_string(i), alice));
+  auto far = tp.find(alice, "expense", "item 59");
+  REQUIRE(far.has_value());
+  CHECK(far->name == "item 59");
+  tp.remove(mine.id);
+  CHECK_FALSE(tp.find(alice, "expense", "coffee").has_value());
+
+  CHECK_ERROR_CODE(tp.find(alice, "", "coffee"), ErrorCode::invalid_argument);
+  CHECK_ERROR_CODE(tp.find(alice, "expense", ""), ErrorCode::invalid_argument);
+  CHECK_ERROR_CODE(tp.find(alice, "expense", std::string(201, 'n')), ErrorCode::invalid_argument);
+}

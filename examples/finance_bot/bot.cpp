@@ -336,6 +336,8 @@ std::int64_t CsvSheet::append(const Json& op, convstore::ConversationId conversa
 namespace {
 
 const char* const kStateAgent = "telegram_updates";
+// The conversation metadata key /cancel sets.
+const char* const kCancelled = "cancelled";
 
 std::string first_word(const std::string& text) {
   const std::string t = trimmed(text);
@@ -437,14 +439,27 @@ Bot::Outcome Bot::handle(const Update& update) {
   }
 
   // A reply to one of the bot's messages continues that message's
-  // conversation (reopening it when retention abandoned it).
+  // conversation (reopening it when retention abandoned it), if it is the
+  // sender's own and was not cancelled.
   if (m.reply_to) {
     auto hit = cs.find_by_platform_id(options_.channel, m.chat_id, std::to_string(*m.reply_to));
     if (hit && hit->conversation.agent == options_.agent) {
       const Conversation& c = hit->conversation;
       if (c.status == ConversationStatus::active || c.status == ConversationStatus::abandoned) {
         if (c.kind && *c.kind != "information") {
-          continue_operation(update, m, c);
+          const bool own = c.user_id == std::optional<convstore::UserId>(user);
+          if (own && !cancelled(c)) {
+            continue_operation(update, m, c);
+          } else if (complete_by_itself(m.text, user)) {
+            new_operation(update, m, user);
+          } else if (!own) {
+            plain_reply(update, m, user,
+                        "That question is for the person who started that entry. Send your own "
+                        "operation as a new message.");
+          } else {
+            plain_reply(update, m, user,
+                        "That entry was cancelled. Send it again as a new message to record it.");
+          }
           return Outcome::processed;
         }
       }
@@ -457,6 +472,18 @@ Bot::Outcome Bot::handle(const Update& update) {
   }
   new_operation(update, m, user);
   return Outcome::processed;
+}
+
+bool Bot::cancelled(const Conversation& c) {
+  auto it = c.metadata.find(kCancelled);
+  return it != c.metadata.end() && it->is_boolean() && it->get<bool>();
+}
+
+bool Bot::complete_by_itself(const std::string& text, convstore::UserId user) {
+  auto op = parse_operation(text);
+  if (!op) return false;
+  apply_learned(*op, user);
+  return missing_fields(*op).empty();
 }
 
 std::vector<Conversation> Bot::active_in_chat(const IncomingMessage& m, convstore::UserId user) {
@@ -473,6 +500,9 @@ std::vector<Conversation> Bot::active_in_chat(const IncomingMessage& m, convstor
 std::optional<Conversation> Bot::waiting_conversation(const IncomingMessage& m,
                                                       convstore::UserId user) {
   auto& cs = store_.conversations();
+  // "taxi 450 card" is an operation by itself: a new one, even while the bot
+  // waits for an answer (the entry asked about keeps waiting).
+  if (complete_by_itself(m.text, user)) return std::nullopt;
   const bool names_amount = parse_text(m.text).fields.contains("amount");
   // Newest first: the most recently asked question wins.
   for (const auto& c : active_in_chat(m, user)) {
@@ -599,13 +629,28 @@ void Bot::continue_operation(const Update& update, const IncomingMessage& m,
   });
 }
 
-std::optional<convstore::OperationTemplate> Bot::learned(convstore::UserId user, const Json& op) {
+namespace {
+
+// The name of the template an operation is learned under: its description's
+// first 200 bytes, when that is a valid template name (not empty, no control
+// characters).
+std::optional<std::string> template_name(const Json& op) {
   if (!op.contains("description") || !op["description"].is_string()) return std::nullopt;
-  const std::string description = short_text(op["description"].get<std::string>());
-  for (auto& t : store_.templates().list(op.value("type", "expense"), user, 1000)) {
-    if (t.user_id == user && t.name == description) return t;
+  std::string name = short_text(op["description"].get<std::string>());
+  if (name.empty()) return std::nullopt;
+  for (char ch : name) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) return std::nullopt;
   }
-  return std::nullopt;
+  return name;
+}
+
+}  // namespace
+
+std::optional<convstore::OperationTemplate> Bot::learned(convstore::UserId user, const Json& op) {
+  const auto name = template_name(op);
+  if (!name) return std::nullopt;
+  return store_.templates().find(user, op.value("type", "expense"), *name);
 }
 
 bool Bot::apply_learned(Json& op, std::optional<convstore::UserId> user) {
@@ -621,10 +666,8 @@ bool Bot::apply_learned(Json& op, std::optional<convstore::UserId> user) {
 
 void Bot::remember(std::optional<convstore::UserId> user, const Json& op,
                    const std::string& sample) {
-  if (!user || !op.contains("description") || !op["description"].is_string() ||
-      op["description"].get<std::string>().empty()) {
-    return;
-  }
+  const auto name = template_name(op);
+  if (!user || !name) return;
   Json output = Json::object();
   for (const char* field : {"type", "description", "category"}) {
     if (op.contains(field)) output[field] = op[field];
@@ -638,7 +681,7 @@ void Bot::remember(std::optional<convstore::UserId> user, const Json& op,
   convstore::NewOperationTemplate t;
   t.user_id = *user;
   t.kind = op.value("type", "expense");
-  t.name = short_text(op["description"].get<std::string>());
+  t.name = *name;
   t.sample_input = sample;
   t.expected_output = output;
   store_.templates().record_use(store_.templates().add(t).id);
@@ -648,9 +691,20 @@ void Bot::cancel(const Update& update, const IncomingMessage& m, convstore::User
   auto& cs = store_.conversations();
   std::optional<Conversation> target;
   if (m.reply_to) {
+    // The entry replied to: only the sender's own, and not twice.
     auto hit = cs.find_by_platform_id(options_.channel, m.chat_id, std::to_string(*m.reply_to));
-    if (hit && hit->conversation.agent == options_.agent &&
-        hit->conversation.status == ConversationStatus::active) {
+    if (hit && hit->conversation.agent == options_.agent && hit->conversation.kind &&
+        *hit->conversation.kind != "information" &&
+        (hit->conversation.status == ConversationStatus::active ||
+         hit->conversation.status == ConversationStatus::abandoned)) {
+      if (hit->conversation.user_id != std::optional<convstore::UserId>(user)) {
+        plain_reply(update, m, user, "You can only cancel your own entries.");
+        return;
+      }
+      if (cancelled(hit->conversation)) {
+        plain_reply(update, m, user, "That entry is already cancelled.");
+        return;
+      }
       target = hit->conversation;
     }
   }
@@ -676,7 +730,14 @@ void Bot::cancel(const Update& update, const IncomingMessage& m, convstore::User
     cs.append(target->id, user_message(m));
     for (const auto& q : open) cs.answer(q.id, m.text);
     cs.append(target->id, bot_message(reply, sent));
-    cs.set_status(target->id, ConversationStatus::abandoned);
+    // Abandoned, and marked cancelled: unlike an entry retention abandoned,
+    // a later reply does not reopen it.
+    convstore::ConversationUpdate u;
+    u.metadata_patch = Json{{kCancelled, true}};
+    cs.update(target->id, u);
+    if (target->status == ConversationStatus::active) {
+      cs.set_status(target->id, ConversationStatus::abandoned);
+    }
     save_offset(update.update_id);
   });
 }

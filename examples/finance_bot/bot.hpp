@@ -137,6 +137,11 @@ class Bot {
   // The user's 20 newest active conversations in the chat of `m`.
   std::vector<convstore::Conversation> active_in_chat(const IncomingMessage& m,
                                                       convstore::UserId user);
+  // True when `text` is a complete operation by itself ("taxi 450 card"),
+  // with what the user taught the bot.
+  bool complete_by_itself(const std::string& text, convstore::UserId user);
+  // Whether /cancel ended `c` (metadata "cancelled": true).
+  static bool cancelled(const convstore::Conversation& c);
   std::optional<convstore::Conversation> waiting_conversation(const IncomingMessage& m,
                                                               convstore::UserId user);
   convstore::NewMessage user_message(const IncomingMessage& m) const;

@@ -113,24 +113,126 @@ std::string trim_punctuation(std::string w) {
   return w;
 }
 
-// An amount: digits with up to two decimals (dot or comma), an optional
-// currency sign before or after.
-std::optional<Json> parse_amount(const std::string& word) {
-  static const std::regex re(
-      R"(^(?:\$|€|£|₽)?([0-9]{1,12})(?:[.,]([0-9]{1,2}))?(?:\$|€|£|₽|rub|usd|eur|r)?$)");
-  std::smatch m;
-  if (!std::regex_match(word, m, re)) return std::nullopt;
-  const long long whole = std::stoll(m[1].str());
-  if (!m[2].matched) {
+const std::set<std::string>& currency_words() {
+  static const std::set<std::string> words = {"rub",  "rubles", "ruble",  "usd",     "eur",
+                                              "euro", "euros",  "dollar", "dollars", "$",
+                                              "€",    "£",      "₽",    "gbp",     "pounds"};
+  return words;
+}
+
+// Words after a number that make it a count, not an amount ("2 tickets").
+const std::set<std::string>& count_words() {
+  static const std::set<std::string> words = {
+      "x",      "pcs",    "pc",      "pieces",  "piece",  "items", "item",    "tickets",
+      "ticket", "times",  "people",  "persons", "person", "kg",    "g",       "l",
+      "liters", "litres", "bottles", "bottle",  "cups",   "cup",   "packs",   "pack",
+      "boxes",  "box",    "nights",  "night",   "days",   "hours", "coffees", "beers"};
+  return words;
+}
+
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// A number with a currency sign or code stuck to it: "$12", "300rub", "12€".
+struct MarkedNumber {
+  std::string number;
+  bool marked = false;
+};
+MarkedNumber strip_currency(std::string word) {
+  MarkedNumber out;
+  for (const char* sign : {"$", "€", "£", "₽"}) {
+    const std::string_view sv(sign);
+    if (word.size() > sv.size() && word.compare(0, sv.size(), sv) == 0) {
+      word.erase(0, sv.size());
+      out.marked = true;
+      break;
+    }
+  }
+  for (const char* suffix : {"$", "€", "£", "₽", "rub", "usd", "eur", "r"}) {
+    const std::string_view sv(suffix);
+    if (word.size() > sv.size() && word.compare(word.size() - sv.size(), sv.size(), sv) == 0 &&
+        word[word.size() - sv.size() - 1] >= '0' && word[word.size() - sv.size() - 1] <= '9') {
+      word.erase(word.size() - sv.size());
+      out.marked = true;
+      break;
+    }
+  }
+  out.number = std::move(word);
+  return out;
+}
+
+// An amount (see parse_text for the forms). `marked` tells whether a
+// currency sign or code was stuck to it.
+std::optional<Json> parse_amount(const std::string& word, bool* marked = nullptr) {
+  const MarkedNumber n = strip_currency(word);
+  if (marked != nullptr) *marked = n.marked;
+  std::string s = n.number;
+  if (s.empty() || s.size() > 40) return std::nullopt;
+  // Decimals: a '.' or ',' followed by one or two digits at the end.
+  std::string cents;
+  char decimal = 0;
+  for (std::size_t len : {std::size_t{2}, std::size_t{1}}) {
+    if (s.size() > len + 1 && (s[s.size() - len - 1] == '.' || s[s.size() - len - 1] == ',') &&
+        all_digits(std::string_view(s).substr(s.size() - len))) {
+      decimal = s[s.size() - len - 1];
+      cents = s.substr(s.size() - len);
+      s.erase(s.size() - len - 1);
+      break;
+    }
+  }
+  // The whole part: plain digits, or groups of three after one to three
+  // digits, separated by ',' '.' or a space (one kind, not the decimal mark).
+  std::string digits;
+  if (all_digits(s)) {
+    digits = s;
+  } else {
+    if (s.size() < 5) return std::nullopt;
+    const std::size_t first = s.find_first_not_of("0123456789");
+    const char sep = s[first];
+    if (first == 0 || first > 3 || sep == decimal || (sep != ',' && sep != '.' && sep != ' ')) {
+      return std::nullopt;
+    }
+    std::size_t groups = 0;
+    digits = s.substr(0, first);
+    for (std::size_t i = first; i < s.size(); i += 4) {
+      if (s[i] != sep || i + 4 > s.size() || !all_digits(std::string_view(s).substr(i + 1, 3))) {
+        return std::nullopt;
+      }
+      digits += s.substr(i + 1, 3);
+      ++groups;
+    }
+    // "12.345" alone may be 12.345 or 12345: not taken as an amount.
+    if (sep == '.' && groups == 1 && decimal == 0) return std::nullopt;
+  }
+  if (digits.size() > 12) return std::nullopt;
+  const long long whole = std::stoll(digits);
+  if (cents.empty()) {
     if (whole <= 0) return std::nullopt;
     return Json(static_cast<std::int64_t>(whole));
   }
-  std::string cents = m[2].str();
   if (cents.size() == 1) cents += "0";
   const long long c = std::stoll(cents);
   if (whole == 0 && c == 0) return std::nullopt;
   if (c == 0) return Json(static_cast<std::int64_t>(whole));
   return Json(static_cast<double>(whole * 100 + c) / 100.0);
+}
+
+// Joins "1 500" (a number written with spaces between its groups of three)
+// into one word "1 500".
+std::vector<std::string> join_digit_groups(const std::vector<std::string>& words) {
+  static const std::regex head(R"(^(?:\$|€|£|₽)?[0-9]{1,3}(?: [0-9]{3})*$)");
+  static const std::regex group(
+      R"(^[0-9]{3}(?:[.,][0-9]{1,2})?(?:\$|€|£|₽|rub|usd|eur|r)?[.,!?;:]*$)");
+  std::vector<std::string> out;
+  for (const auto& w : words) {
+    if (!out.empty() && std::regex_match(out.back(), head) && std::regex_match(w, group)) {
+      out.back() += " " + w;
+    } else {
+      out.push_back(w);
+    }
+  }
+  return out;
 }
 
 std::string join(const std::vector<std::string>& words) {
@@ -151,22 +253,50 @@ bool has(const Json& op, const char* field) {
 
 ParsedText parse_text(std::string_view text) {
   ParsedText out;
+  std::vector<std::string> words;
+  for (auto& w : join_digit_groups(split_words(text))) {
+    w = trim_punctuation(w);
+    if (!w.empty()) words.push_back(std::move(w));
+  }
+
+  // The amount: among the numbers of the message, the first one with a
+  // currency marker ("$12", "300rub", "300 rub"); else the largest one that
+  // is not a count ("2 tickets", "3 x"); numbers not chosen are free words.
+  std::optional<std::size_t> chosen;
+  bool chosen_marked = false;
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    bool marked = false;
+    auto amount = parse_amount(words[i], &marked);
+    if (!amount) continue;
+    const std::string next = i + 1 < words.size() ? words[i + 1] : "";
+    const std::string prev = i > 0 ? words[i - 1] : "";
+    marked = marked || currency_words().count(next) != 0 || prev == "$" || prev == "€" ||
+             prev == "£" || prev == "₽";
+    if (marked) {
+      if (!chosen_marked) {
+        chosen = i;
+        chosen_marked = true;
+        out.fields["amount"] = *amount;
+      }
+      continue;
+    }
+    if (chosen_marked || count_words().count(next) != 0) continue;
+    if (!chosen || amount->get<double>() > out.fields["amount"].get<double>()) {
+      chosen = i;
+      out.fields["amount"] = *amount;
+    }
+  }
+
   bool to_next = false;  // the previous word was "to"
-  for (auto word : split_words(text)) {
-    word = trim_punctuation(word);
-    if (word.empty()) continue;
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    const std::string& word = words[i];
+    if (chosen && i == *chosen) continue;
     if (word == "to") {
       to_next = true;
       continue;
     }
     const bool after_to = to_next;
     to_next = false;
-    if (!out.fields.contains("amount")) {
-      if (auto amount = parse_amount(word)) {
-        out.fields["amount"] = *amount;
-        continue;
-      }
-    }
     if (accounts().count(word) != 0) {
       ++out.accounts_named;
       if (after_to || out.fields.contains("account")) {
@@ -185,7 +315,7 @@ ParsedText parse_text(std::string_view text) {
       if (!out.fields.contains("type")) out.fields["type"] = type->second;
       continue;
     }
-    if (filler().count(word) != 0) continue;
+    if (filler().count(word) != 0 || currency_words().count(word) != 0) continue;
     out.free_words.push_back(word);
   }
   return out;
@@ -268,12 +398,15 @@ Filled apply_answer(const Json& op, const Json& missing, std::string_view text) 
     const Json value = p.fields[key];
     if (!fill("account", value)) fill("to_account", value);
   }
-  if (!p.free_words.empty()) {
-    const std::string words = join(p.free_words);
-    for (const auto& f : missing) {
-      const std::string field = f.get<std::string>();
-      if (field == "amount" || open.count(field) == 0) continue;
-      if (fill(field, field == "description" ? Json(words) : Json(p.free_words.front()))) break;
+  // Free text answers only the question that was asked (the first missing
+  // field), and only when that field takes free text: an account is never
+  // taken from a word that is not an account name.
+  if (!p.free_words.empty() && !missing.empty() && missing[0].is_string()) {
+    const std::string asked = missing[0].get<std::string>();
+    if (asked == "description") {
+      fill(asked, join(p.free_words));
+    } else if (asked == "category") {
+      fill(asked, p.free_words.front());
     }
   }
   if (out.op.value("type", "expense") == "expense" && !has(out.op, "category") &&

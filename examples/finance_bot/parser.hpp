@@ -32,7 +32,8 @@ struct ParsedText {
 };
 
 // Sorts out the words of `text` (ASCII case-insensitive):
-//   "300", "12.50", "12,50", "$12", "300rub"   an amount (the first one)
+//   "300", "12.50", "12,50", "$12", "300rub", "300 rub",
+//   "1,500", "1 500", "1.500,50", "1,500.50"   a number (see below)
 //   cash, card, bank, savings, wallet          an account ("to X": to_account;
 //                                              a second account: to_account)
 //   #food                                      a category
@@ -40,6 +41,16 @@ struct ParsedText {
 //                                              the operation type
 //   for, on, from, the, rub, ...               filler, dropped
 // Everything else is a free word.
+//
+// Numbers: digits with up to two decimals after '.' or ','; the whole part
+// may be grouped by threes with ',', '.' or a space ("1,500", "1 500",
+// "1.500,50"); "12.345" (a '.' and three digits, nothing else) is ambiguous
+// and not a number. The amount is the first number with a currency marker
+// ($ € £ ₽ stuck to it or before it, rub/usd/eur/... stuck to it or after
+// it); without one, the largest number that is not a count (a number
+// followed by a count word: "2 tickets", "3 x", "2 pcs"). The numbers not
+// taken are free words ("bought 2 tickets 1500 card": amount 1500,
+// description "2 tickets").
 ParsedText parse_text(std::string_view text);
 
 // A new operation from a message, or std::nullopt when the message names no
@@ -59,9 +70,11 @@ Json missing_fields(const Json& op);
 
 // Fills `op` from the user's answer to a question about `missing` (the
 // first one is the field that was asked): fields the answer names outright
-// fill missing ones; its other words fill the first missing field that takes
-// free text (description, category, account, to_account). Returns the new
-// operation and whether anything was filled.
+// (an amount, an account name, a #category) fill missing ones; its other
+// words answer only the field that was asked, and only when that field takes
+// free text (description, category): an account is never a word that is not
+// an account name ("650 yesterday" to "How much was it?" fills the amount
+// only). Returns the new operation and whether anything was filled.
 struct Filled {
   Json op;
   bool changed = false;

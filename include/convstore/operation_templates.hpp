@@ -67,6 +67,13 @@ class CONVSTORE_EXPORT OperationTemplates {
  public:
   OperationTemplate add(const NewOperationTemplate& t);
   std::optional<OperationTemplate> get(TemplateId id);
+  // The one template with this unique key: `owner`'s (std::nullopt: the
+  // shared one) of `kind` named `name`, or std::nullopt. A user's lookup does
+  // not fall back to the shared template of that name (ask with
+  // std::nullopt for it). One indexed lookup; kind and name are checked as in
+  // add() (Error(invalid_argument)).
+  std::optional<OperationTemplate> find(std::optional<UserId> owner, std::string_view kind,
+                                        std::string_view name);
   // The templates of `kind`, most used first, at most `limit` (1..1000).
   // With a user: that user's templates and the shared ones; without: every
   // template of the kind, whoever owns it.

@@ -49,6 +49,15 @@ Update message(std::int64_t update_id, std::int64_t message_id, const std::strin
   return u;
 }
 
+// A message of user `user` in the group chat "-100".
+Update group_message(std::int64_t update_id, std::int64_t message_id, const std::string& user,
+                     const std::string& text, std::optional<std::int64_t> reply_to = std::nullopt) {
+  Update u = message(update_id, message_id, "-100", text, reply_to);
+  u.message->user_id = user;
+  u.message->username = "user" + user;
+  return u;
+}
+
 // A bot on a fresh database of backend B.
 struct BotFixture {
   explicit BotFixture(const testing::TestDb& db)
@@ -330,4 +339,113 @@ TEST_CASE_TEMPLATE("finance_bot bot: formula-like text goes into the sheet as te
   REQUIRE_FALSE(rows[0][4].empty());
   CHECK(rows[0][4][0] == '\'');
   CHECK(rows[0][4].find("@sum") == 1);
+}
+
+TEST_CASE_TEMPLATE("finance_bot bot: a complete operation while a question waits is a new one", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  BotFixture f(db);
+  f.bot.handle(message(1, 1, "42", "lunch"));
+  REQUIRE(f.messenger.sent.size() == 1);
+  CHECK(f.messenger.sent[0].text == "How much was it?");
+  // A whole operation by itself, though the bot waits for an amount: it is
+  // recorded as it is, and the lunch keeps waiting for its amount.
+  f.bot.handle(message(2, 2, "42", "taxi 450 card"));
+  CHECK(f.messenger.sent.back().text == "Recorded expense: taxi 450 from card (transport), row 1.");
+  auto lunch = f.cs().find("telegram:42:1");
+  REQUIRE(lunch.has_value());
+  CHECK(lunch->status == ConversationStatus::active);
+  CHECK(f.cs().open_questions(lunch->id).size() == 1);
+  CHECK_FALSE(f.cs().latest_data(lunch->id, DataKind::partial)->data.contains("amount"));
+  auto taxi = f.cs().find("telegram:42:2");
+  REQUIRE(taxi.has_value());
+  CHECK(taxi->status == ConversationStatus::completed);
+
+  // What is not complete by itself still answers the lunch's question.
+  f.bot.handle(message(3, 3, "42", "650"));
+  CHECK(f.messenger.sent.back().text == "Which account did you pay from (cash, card, bank)?");
+  f.bot.handle(message(4, 4, "42", "cash"));
+  CHECK(f.messenger.sent.back().text == "Recorded expense: lunch 650 from cash (food), row 2.");
+  CHECK(f.sheet.rows().size() == 2);
+}
+
+TEST_CASE_TEMPLATE("finance_bot bot: a cancelled entry stays cancelled when replied to", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  BotFixture f(db);
+  f.bot.handle(message(1, 10, "42", "coffee 300"));  // question 900
+  f.bot.handle(message(2, 11, "42", "/cancel", 900));
+  CHECK(f.messenger.sent.back().text == "Cancelled expense: coffee 300 from ? (food).");
+  auto coffee = f.cs().find("telegram:42:10");
+  REQUIRE(coffee.has_value());
+  CHECK(coffee->status == ConversationStatus::abandoned);
+  CHECK(coffee->metadata.value("cancelled", false));
+  const auto messages = coffee->message_count;
+
+  // The question answered after all: not reopened, not recorded.
+  f.bot.handle(message(3, 12, "42", "cash", 900));
+  CHECK(f.messenger.sent.back().text ==
+        "That entry was cancelled. Send it again as a new message to record it.");
+  coffee = f.cs().get(coffee->id);
+  CHECK(coffee->status == ConversationStatus::abandoned);
+  CHECK(coffee->message_count == messages);
+  CHECK(f.sheet.rows().empty());
+  // Retention leaves it as it is.
+  CHECK(f.bot.abandon_idle(std::chrono::hours(24), convstore::now() + std::chrono::hours(25))
+            .totals.conversations_abandoned == 0);
+  CHECK(f.cs().get(coffee->id)->metadata.value("cancelled", false));
+  // Cancelled twice: said so.
+  f.bot.handle(message(5, 14, "42", "/cancel", 900));
+  CHECK(f.messenger.sent.back().text == "That entry is already cancelled.");
+  // A complete operation sent as a reply to it is recorded as a new one.
+  f.bot.handle(message(6, 15, "42", "coffee 300 cash", 900));
+  CHECK(f.messenger.sent.back().text == "Recorded expense: coffee 300 from cash (food), row 1.");
+  CHECK(f.cs().get(coffee->id)->status == ConversationStatus::abandoned);
+
+  // An entry retention abandoned (not cancelled) is still reopened by a reply.
+  f.bot.handle(message(7, 20, "42", "tea 100"));
+  CHECK(f.messenger.sent.back().text == "Which account did you pay from (cash, card, bank)?");
+  const std::int64_t question = f.messenger.next - 1;
+  CHECK(f.bot.abandon_idle(std::chrono::hours(24), convstore::now() + std::chrono::hours(25))
+            .totals.conversations_abandoned == 1);
+  f.bot.handle(message(8, 21, "42", "card", question));
+  CHECK(f.messenger.sent.back().text == "Recorded expense: tea 100 from card (food), row 2.");
+}
+
+TEST_CASE_TEMPLATE("finance_bot bot: in a group, only the one who started an entry answers it", B,
+                   CONVSTORE_BACKENDS) {
+  CONVSTORE_TEST_DB(db);
+  BotFixture f(db);
+  f.bot.handle(group_message(1, 10, "1", "coffee 300"));  // A's question: 900
+  REQUIRE(f.messenger.sent.size() == 1);
+  auto coffee = f.cs().find("telegram:-100:10");
+  REQUIRE(coffee.has_value());
+
+  // B replies to A's question: A's entry is not touched.
+  f.bot.handle(group_message(2, 11, "2", "card", 900));
+  CHECK(f.messenger.sent.back().text ==
+        "That question is for the person who started that entry. Send your own operation as a "
+        "new message.");
+  coffee = f.cs().get(coffee->id);
+  CHECK(coffee->status == ConversationStatus::active);
+  CHECK(coffee->message_count == 2);
+  CHECK(f.cs().open_questions(coffee->id).size() == 1);
+  CHECK_FALSE(f.cs().latest_data(coffee->id, DataKind::partial)->data.contains("account"));
+  // B cannot cancel it either.
+  f.bot.handle(group_message(3, 12, "2", "/cancel", 900));
+  CHECK(f.messenger.sent.back().text == "You can only cancel your own entries.");
+  CHECK(f.cs().get(coffee->id)->status == ConversationStatus::active);
+  CHECK_FALSE(f.cs().get(coffee->id)->metadata.contains("cancelled"));
+  // B's complete operation sent as a reply is B's own new entry.
+  f.bot.handle(group_message(4, 13, "2", "taxi 450 card", 900));
+  CHECK(f.messenger.sent.back().text == "Recorded expense: taxi 450 from card (transport), row 1.");
+  auto taxi = f.cs().find("telegram:-100:13");
+  REQUIRE(taxi.has_value());
+  CHECK(taxi->user_id == f.cs().find_user("telegram", "2")->id);
+  CHECK(f.sheet.rows().size() == 1);
+
+  // A answers: A's entry completes.
+  f.bot.handle(group_message(5, 14, "1", "cash", 900));
+  CHECK(f.messenger.sent.back().text == "Recorded expense: coffee 300 from cash (food), row 2.");
+  CHECK(f.cs().get(coffee->id)->status == ConversationStatus::completed);
 }

@@ -97,7 +97,7 @@ TEST_CASE("finance_bot parser: amounts") {
   CHECK(parse("x $12")["amount"] == 12);
   CHECK(parse("x 300rub")["amount"] == 300);
   CHECK(parse("x 7.00")["amount"] == 7);
-  CHECK(parse("x 1 2")["amount"] == 1);  // the first number is the amount
+  CHECK(parse("x 1 2")["amount"] == 2);  // the largest number is the amount
   CHECK_FALSE(parse("x 0 card").contains("amount"));
   CHECK_FALSE(parse("x 12.345 card").contains("amount"));
   CHECK(finance_bot::format_amount(Json(12.5)) == "12.50");
@@ -117,10 +117,13 @@ TEST_CASE("finance_bot parser: answers fill the missing fields") {
   CHECK(filled.op["account"] == "card");
   CHECK(missing_text(filled.op) == "[]");
 
-  // An account the dictionary does not know is taken as the answer.
-  auto other = finance_bot::apply_answer(coffee, Json::array({"account"}), "Tinkoff");
-  CHECK(other.changed);
-  CHECK(other.op["account"] == "tinkoff");
+  // A word that is not an account name does not answer the account
+  // question (the bot asks again).
+  for (const char* answer : {"Tinkoff", "ok", "yesterday", "thanks!"}) {
+    auto other = finance_bot::apply_answer(coffee, Json::array({"account"}), answer);
+    CHECK_MESSAGE(!other.changed, answer);
+    CHECK_MESSAGE(!other.op.contains("account"), answer);
+  }
 
   // Nothing usable: unchanged.
   auto none = finance_bot::apply_answer(coffee, Json::array({"account"}), "123");
@@ -194,4 +197,93 @@ TEST_CASE("finance_bot updates: Bot API JSON is read in its three forms") {
   REQUIRE(response.size() == 1);
   CHECK(response[0] == 5);
   CHECK_THROWS_AS(count("{\"update_id\": 1}\nnot json\n"), std::invalid_argument);
+}
+
+TEST_CASE("finance_bot parser: free text answers only the question that was asked") {
+  // "How much was it?" answered with "650 yesterday": the amount, and
+  // "yesterday" is not taken for the account that is still missing.
+  Json lunch = parse("lunch");
+  auto amount =
+      finance_bot::apply_answer(lunch, finance_bot::missing_fields(lunch), "650 yesterday");
+  CHECK(amount.changed);
+  CHECK(amount.op["amount"] == 650);
+  CHECK_FALSE(amount.op.contains("account"));
+  CHECK(missing_text(amount.op) == "[\"account\"]");
+  // Words alone to the amount question fill nothing.
+  auto words = finance_bot::apply_answer(lunch, finance_bot::missing_fields(lunch), "yesterday");
+  CHECK_FALSE(words.changed);
+  CHECK(words.op == lunch);
+
+  // Asked for the account (the category is missing too): "gifts" is not an
+  // account, and not the answer to the category question, which was not
+  // asked yet.
+  Json flowers = parse("flowers 2000");
+  CHECK(missing_text(flowers) == "[\"account\",\"category\"]");
+  auto wrong = finance_bot::apply_answer(flowers, finance_bot::missing_fields(flowers), "gifts");
+  CHECK_FALSE(wrong.changed);
+  // An account name (and a #category named outright) are taken.
+  auto right =
+      finance_bot::apply_answer(flowers, finance_bot::missing_fields(flowers), "wallet #gifts");
+  CHECK(right.op["account"] == "wallet");
+  CHECK(right.op["category"] == "gifts");
+
+  // A transfer's accounts are account names only.
+  Json t = parse("transfer 100 cash");
+  CHECK_FALSE(finance_bot::apply_answer(t, Json::array({"to_account"}), "mom").changed);
+}
+
+TEST_CASE("finance_bot parser: which number is the amount") {
+  // A number followed by a count word is a quantity; it stays in the
+  // description.
+  Json tickets = parse("bought 2 tickets 1500 card");
+  CHECK(tickets["amount"] == 1500);
+  CHECK(tickets["description"] == "2 tickets");
+  CHECK(tickets["account"] == "card");
+  CHECK(parse("coffee 2 x 150 cash")["amount"] == 150);
+  CHECK(parse("parking 3 hours 12 cash")["amount"] == 12);
+  // Without a currency marker, the largest number.
+  Json tip = parse("taxi 450 tip 50 card");
+  CHECK(tip["amount"] == 450);
+  CHECK(tip["description"] == "taxi tip 50");
+  // A currency marker wins over a larger number, stuck to it or next to it.
+  CHECK(parse("room 1000 €120 card")["amount"] == 120);
+  CHECK(parse("room 1000 120 eur card")["amount"] == 120);
+  CHECK(parse("tip $ 50 taxi 450 card")["amount"] == 50);
+  CHECK(parse("room 1000 120rub card")["amount"] == 120);
+  // Only counts: no amount.
+  CHECK_FALSE(parse("2 tickets card").contains("amount"));
+}
+
+TEST_CASE("finance_bot parser: thousands separators and decimals") {
+  CHECK(parse("rent 1,500 card")["amount"] == 1500);
+  CHECK(parse("rent 1 500 card")["amount"] == 1500);
+  CHECK(parse("rent 1 500 000 card")["amount"] == 1500000);
+  CHECK(parse("rent 1,234,567 card")["amount"] == 1234567);
+  CHECK(parse("rent 1.500.000 card")["amount"] == 1500000);
+  CHECK(parse("rent 1,500.50 card")["amount"] == 1500.5);
+  CHECK(parse("rent 1.500,50 card")["amount"] == 1500.5);
+  CHECK(parse("rent 1 500,50 card")["amount"] == 1500.5);
+  CHECK(parse("rent $1,500 card")["amount"] == 1500);
+  CHECK(parse("rent 1 500rub card")["amount"] == 1500);
+  CHECK(parse("lunch 12.50 card")["amount"] == 12.5);
+  CHECK(parse("lunch 1,5 card")["amount"] == 1.5);
+  Json rent = parse("rent 45 000 card");
+  CHECK(rent["amount"] == 45000);
+  CHECK(rent["description"] == "rent");
+  // Not numbers: malformed groups, mixed or repeated marks; "12.345" is
+  // ambiguous.
+  for (const char* text : {"x 1,5000 card", "x 1,50,000 card", "x 1,500,50 card", "x 12.345 card",
+                           "x 1.500.50 card"}) {
+    CHECK_MESSAGE(!parse(text).contains("amount"), text);
+  }
+  // One to three digits then groups of three are one number, whatever was
+  // meant ("2 300": 2300).
+  CHECK(parse("x 2 300 card")["amount"] == 2300);
+  // Groups of three after a number that is not a group head stay apart.
+  CHECK(parse("x 1500 000 card")["amount"] == 1500);
+  // The answer to "How much was it?" reads them too.
+  Json lunch = parse("lunch");
+  CHECK(
+      finance_bot::apply_answer(lunch, finance_bot::missing_fields(lunch), "1 250").op["amount"] ==
+      1250);
 }
