@@ -225,6 +225,7 @@ std::optional<ConversationId> check_scope(const StateScope& scope) {
 }
 
 void check_state(const Json& state, std::string_view what) {
+  detail::check_json(state, what);
   if (!state.is_object()) {
     throw Error(ErrorCode::invalid_argument,
                 fmt::format("{} must be a JSON object, not {}", what, state.type_name()));
@@ -346,6 +347,9 @@ void cached_drop(Store::Impl* impl, const std::string& id) {
 
 Agent AgentStateStore::create_agent(const NewAgent& n) {
   check_id(n.id, "agent id");
+  detail::check_json(n.persona.extra, "agent persona");
+  detail::check_json(n.config, "agent config");
+  detail::check_json(n.metadata, "agent metadata");
   check_agent_fields(n.name, n.description, n.type, n.persona, n.config, n.tools, n.sub_agents,
                      n.planner, n.metadata.is_null() ? Json::object() : n.metadata);
   std::string persona = json_text(detail::persona_json(n.persona), "agent persona");
@@ -434,6 +438,9 @@ Page<Agent> AgentStateStore::list_agents(const AgentFilter& f) {
 
 Agent AgentStateStore::update_agent(std::string_view id, const AgentUpdate& up) {
   check_id(id, "agent id");
+  if (up.persona) detail::check_json(up.persona->extra, "agent persona");
+  detail::check_json(up.config, "agent config");
+  detail::check_json(up.metadata_patch, "agent metadata patch");
   auto ticket = impl_->agent_cache.ticket(id);
   Agent a = impl_->write(Op{"update agent"}, [&](Connection& c) {
     if (up.sub_agents) Stmt(c, kLockRegistry).one();

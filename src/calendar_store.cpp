@@ -627,6 +627,7 @@ std::vector<StoredEvent> stored_events(Connection& c, std::optional<UserId> owne
 // ---- CalendarStore ----
 
 CalendarEvent CalendarStore::create(const NewEvent& n, const BookingOptions& options) {
+  detail::check_json(n.metadata, "event metadata");
   CalendarEvent e;
   e.owner = n.owner;
   e.uid = n.uid.empty() ? new_uid() : n.uid;
@@ -684,6 +685,7 @@ std::optional<CalendarEvent> CalendarStore::find_by_uid(std::string_view uid) {
 
 CalendarEvent CalendarStore::update(EventId id, const EventUpdate& up,
                                     const BookingOptions& options) {
+  detail::check_json(up.metadata_patch, "event metadata patch");
   return impl_->write(Op{"update event", "event", id}, [&](Connection& c) {
     auto row = lock_event(c, id);
     if (!row) throw Error(ErrorCode::not_found, fmt::format("event {} not found", id));
@@ -725,6 +727,7 @@ bool CalendarStore::remove(EventId id) {
 CalendarEvent CalendarStore::modify_occurrence(EventId series_id, Timestamp recurrence_id,
                                                const EventUpdate& change,
                                                const BookingOptions& options) {
+  detail::check_json(change.metadata_patch, "event metadata patch");
   static const Sql find_changed{
       "SELECT " CS_EVENT_COLS " FROM calendar_events WHERE series_id = :s AND recurrence_id = :r",
       "SELECT " CS_EVENT_COLS

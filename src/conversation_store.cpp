@@ -75,6 +75,9 @@ void read_row(Stmt& s, ChannelConfig& c) {
 
 namespace {
 
+using detail::check_json;
+using detail::check_key_opt;
+using detail::check_key_text;
 using detail::check_opt;
 using detail::cleared;
 using detail::fetch_all;
@@ -87,9 +90,9 @@ void check_message(const NewMessage& m) {
   check_opt(m.model, "message model");
   check_opt(m.tool_name, "message tool name");
   check_opt(m.tool_call_id, "message tool call id");
-  check_opt(m.platform_message_id, "platform message id");
-  check_opt(m.reply_to_platform_id, "reply-to platform id");
-  check_opt(m.client_key, "message client key");
+  check_key_opt(m.platform_message_id, "platform message id");
+  check_key_opt(m.reply_to_platform_id, "reply-to platform id");
+  check_key_opt(m.client_key, "message client key");
   if (m.client_key && m.client_key->empty()) {
     throw Error(ErrorCode::invalid_argument, "message client key is empty");
   }
@@ -119,6 +122,8 @@ struct EncodedMessage {
 
 EncodedMessage encode(const NewMessage& m) {
   check_message(m);
+  check_json(m.tool_args, "message tool arguments");
+  check_json(m.metadata, "message metadata");
   return {m.tool_args.is_null() ? std::string() : json_text(m.tool_args, "message tool arguments"),
           json_text(m.metadata.is_null() ? Json::object() : m.metadata, "message metadata"),
           !m.tool_args.is_null()};
@@ -493,8 +498,9 @@ User ConversationStore::upsert_user(const UserUpsert& u) {
   if (u.channel.empty() || u.external_id.empty()) {
     throw Error(ErrorCode::invalid_argument, "a user needs a channel and an external id");
   }
-  check_text(u.channel, "user channel");
-  check_text(u.external_id, "user external id");
+  check_key_text(u.channel, "user channel");
+  check_key_text(u.external_id, "user external id");
+  check_json(u.metadata, "user metadata");
   const Json patch = u.metadata.is_null() ? Json::object() : u.metadata;
   UserUpdate up;
   up.username = u.username;
@@ -544,8 +550,8 @@ std::optional<User> ConversationStore::get_user(UserId id) {
 
 std::optional<User> ConversationStore::find_user(std::string_view channel,
                                                  std::string_view external_id) {
-  check_text(channel, "user channel");
-  check_text(external_id, "user external id");
+  check_key_text(channel, "user channel");
+  check_key_text(external_id, "user external id");
   static const Sql q{"SELECT " CS_USER_COLS
                      " FROM users WHERE channel = :ch AND external_id = :ext"};
   return impl_->read(Op{"find user"}, [&](Connection& c) {
@@ -572,8 +578,9 @@ ChannelConfig ConversationStore::set_channel_config(std::string_view channel,
                                                     std::string_view default_model,
                                                     const Json& settings) {
   if (channel.empty()) throw Error(ErrorCode::invalid_argument, "channel name is empty");
-  check_text(channel, "channel name");
+  check_key_text(channel, "channel name");
   check_text(default_model, "channel default model");
+  check_json(settings, "channel settings");
   std::string st = json_text(settings.is_null() ? Json::object() : settings, "channel settings");
   static const Sql q{
       "INSERT INTO channel_configs (channel, default_model, settings, created_at, updated_at) "
@@ -589,7 +596,7 @@ ChannelConfig ConversationStore::set_channel_config(std::string_view channel,
 }
 
 std::optional<ChannelConfig> ConversationStore::channel_config(std::string_view channel) {
-  check_text(channel, "channel name");
+  check_key_text(channel, "channel name");
   static const Sql q{"SELECT " CS_CHANNEL_COLS " FROM channel_configs WHERE channel = :ch"};
   return impl_->read(Op{"get channel config"}, [&](Connection& c) {
     Stmt s(c, q);
@@ -618,8 +625,8 @@ std::optional<Conversation> insert_conversation(Connection& c, const Sql& q,
   // Keys follow the rules of every app-chosen id, so that a conversation's
   // key can always name its agent-state scope (StateScope::session).
   if (n.key) detail::check_id(*n.key, "conversation key");
-  check_text(n.channel, "conversation channel");
-  check_opt(n.chat_id, "conversation chat id");
+  check_key_text(n.channel, "conversation channel");
+  check_key_opt(n.chat_id, "conversation chat id");
   check_opt(n.agent, "conversation agent");
   check_opt(n.kind, "conversation kind");
   check_opt(n.title, "conversation title");
@@ -649,6 +656,7 @@ std::optional<Conversation> insert_conversation(Connection& c, const Sql& q,
 }  // namespace
 
 Conversation ConversationStore::start(const NewConversation& n) {
+  check_json(n.metadata, "conversation metadata");
   try {
     return impl_->single(Op{"start conversation"}, [&](Connection& c) {
       return *insert_conversation(c, kInsertConversation, n);
@@ -677,6 +685,7 @@ std::optional<Conversation> ConversationStore::find(std::string_view key) {
 
 Conversation ConversationStore::get_or_create(std::string_view key, const NewConversation& init) {
   detail::check_id(key, "conversation key");
+  check_json(init.metadata, "conversation metadata");
   if (auto found = find(key)) return *found;
   NewConversation n = init;
   n.key = std::string(key);
@@ -773,6 +782,7 @@ Conversation ConversationStore::set_status(ConversationId id, ConversationStatus
 Conversation ConversationStore::complete(ConversationId id, std::string_view external_ref,
                                          const Json& final_data) {
   check_text(external_ref, "conversation external reference");
+  check_json(final_data, "conversation data");
   std::optional<std::string> ref;
   if (!external_ref.empty()) ref = std::string(external_ref);
   return impl_->write(Op{"complete conversation", "conversation", id}, [&](Connection& c) {
@@ -1037,9 +1047,9 @@ bool ConversationStore::remove_message(MessageId id) {
 std::optional<ThreadHit> ConversationStore::find_by_platform_id(std::string_view channel,
                                                                 std::string_view chat_id,
                                                                 std::string_view platform_id) {
-  check_text(channel, "channel");
-  check_text(chat_id, "chat id");
-  check_text(platform_id, "platform message id");
+  check_key_text(channel, "channel");
+  check_key_text(chat_id, "chat id");
+  check_key_text(platform_id, "platform message id");
   static const Sql q{
       "SELECT m.id, m.conversation_id FROM messages m JOIN conversations c "
       "ON c.id = m.conversation_id WHERE m.platform_message_id = :pid AND c.channel = :ch "
@@ -1133,6 +1143,7 @@ Question ConversationStore::ask(ConversationId id, const NewQuestion& nq) {
   check_text(nq.agent, "question agent");
   check_text(nq.question, "question text");
   check_opt(nq.platform_message_id, "question platform message id");
+  check_json(nq.missing_fields, "question missing fields");
   std::string fields = json_text(nq.missing_fields.is_null() ? Json::array() : nq.missing_fields,
                                  "question missing fields");
   static const Sql q{
@@ -1193,6 +1204,13 @@ std::vector<Question> ConversationStore::questions(ConversationId id) {
 // ================================= context =================================
 
 ConversationContext ConversationStore::context(ConversationId id, std::size_t n) {
+  constexpr std::size_t kMaxRecent = 10000;  // recent()'s and history()'s limit
+  // As recent(): a count past this asked the vector below for more memory
+  // than there is (std::bad_alloc / std::length_error, not an Error).
+  if (n > kMaxRecent) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("context message count {} is outside 0 .. {}", n, kMaxRecent));
+  }
   static const Sql newest_data{
       "SELECT kind, data FROM conversation_data WHERE id IN (SELECT MAX(id) FROM "
       "conversation_data WHERE conversation_id = :c AND kind IN ('partial', 'missing_fields') "

@@ -46,7 +46,26 @@ void check_count(std::size_t n, std::size_t max, std::string_view what) {
   }
 }
 
+void check_json(const Json& j, std::string_view what) {
+  if (!j.is_structured()) return;
+  // Depth-first with an explicit stack of (container, depth).
+  std::vector<std::pair<const Json*, std::size_t>> todo{{&j, 1}};
+  while (!todo.empty()) {
+    auto [node, depth] = todo.back();
+    todo.pop_back();
+    if (depth > kMaxJsonDepth) {
+      throw Error(
+          ErrorCode::invalid_argument,
+          fmt::format("{} nests deeper than {} levels of arrays and objects", what, kMaxJsonDepth));
+    }
+    for (const auto& child : *node) {
+      if (child.is_structured()) todo.emplace_back(&child, depth + 1);
+    }
+  }
+}
+
 std::string json_text(const Json& j, std::string_view what) {
+  check_json(j, what);
   std::string text;
   try {
     text = j.dump();
@@ -91,6 +110,14 @@ std::pair<Timestamp, long long> parse_time_cursor(std::string_view prefix,
   const Timestamp t{std::chrono::microseconds(micros)};
   if (t < kEarliestTime || t > kLatestTime) throw bad();
   return {t, id};
+}
+
+void check_key_text(std::string_view text, std::string_view what) {
+  check_text(text, what);
+  if (text.size() > kMaxKeyBytes) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("{} is {} bytes long (at most {})", what, text.size(), kMaxKeyBytes));
+  }
 }
 
 void check_id(std::string_view id, std::string_view what, std::size_t max_chars) {

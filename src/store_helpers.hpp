@@ -82,14 +82,43 @@ inline void check_opt(const std::optional<std::string>& v, std::string_view what
   if (v) check_text(*v, what);
 }
 
+// The longest text, in bytes, of a field that a B-tree index holds (a
+// channel, an external user id, a chat id, a platform message id, a client
+// key). PostgreSQL refuses an index entry over about 2.7 kB where SQLite
+// takes any length: the library refuses more than this on both.
+constexpr std::size_t kMaxKeyBytes = 1024;
+
+// Text that an index holds: valid UTF-8 without NUL (check_text) and at
+// most kMaxKeyBytes bytes; else Error(invalid_argument) naming `what`.
+void check_key_text(std::string_view text, std::string_view what);
+inline void check_key_opt(const std::optional<std::string>& v, std::string_view what) {
+  if (v) check_key_text(*v, what);
+}
+
 // An empty string clears an optional field.
 inline std::optional<std::string> cleared(const std::string& v) {
   if (v.empty()) return std::nullopt;
   return v;
 }
 
-// JSON as stored text. Invalid UTF-8 inside, or a NUL character (which
-// PostgreSQL's JSONB refuses), is invalid_argument on both backends.
+// The deepest nesting of arrays and objects a JSON value given to the
+// library may have (a scalar is depth 0, {} or [] depth 1). nlohmann's copy,
+// comparison, merge_patch and dump recurse once per level, so an unbounded
+// depth is a stack overflow waiting for its input.
+constexpr std::size_t kMaxJsonDepth = 256;
+
+// Throws Error(invalid_argument) naming `what` when `j` nests deeper than
+// kMaxJsonDepth. Walks without recursion and stops at the first level too
+// deep. Every public call taking JSON runs it before the value is copied,
+// merged or dumped (json_text runs it too).
+void check_json(const Json& j, std::string_view what);
+inline void check_json(const std::optional<Json>& j, std::string_view what) {
+  if (j) check_json(*j, what);
+}
+
+// JSON as stored text. Nested deeper than kMaxJsonDepth, invalid UTF-8
+// inside, or a NUL character (which PostgreSQL's JSONB refuses), is
+// invalid_argument on both backends.
 std::string json_text(const Json& j, std::string_view what);
 // The text of a JSON object field (metadata, device info): null is {};
 // anything but an object is invalid_argument naming `what`.

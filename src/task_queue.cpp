@@ -154,6 +154,7 @@ struct Checked {
 Checked checked(const NewTask& n) {
   Checked c;
   check_id(n.type, "task type", 100);
+  detail::check_json(n.payload, "task payload");
   c.type = n.type;
   c.priority = priority_number(n.priority);
   c.payload = limited_json(n.payload.is_null() ? Json::object() : n.payload, "task payload");

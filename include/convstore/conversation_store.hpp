@@ -132,8 +132,9 @@ class CONVSTORE_EXPORT ConversationStore {
   // ---- Context ------------------------------------------------------------
 
   // The conversation, newest partial data, missing fields, last `n`
-  // messages, questions and last bot platform message id, in a fixed number
-  // of queries. Throws Error(not_found) for an unknown conversation.
+  // (0 .. 10000) messages, questions and last bot platform message id, in a
+  // fixed number of queries. Throws Error(not_found) for an unknown
+  // conversation, Error(invalid_argument) for n over 10000.
   ConversationContext context(ConversationId id, std::size_t n = 50);
 
   // The newest messages of the conversation whose token counts fit

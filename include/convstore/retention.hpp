@@ -171,7 +171,8 @@ class CONVSTORE_EXPORT RetentionStore {
   // Legal holds. Holding again replaces the reason (1..1,000 bytes).
   LegalHold hold(ConversationId id, std::string_view reason);
   LegalHold hold_user(UserId id, std::string_view reason);
-  // False when there was no hold.
+  // False when there was no hold; Error(not_found) when the conversation
+  // (the user) does not exist.
   bool release(ConversationId id);
   bool release_user(UserId id);
   // Every hold, oldest first.
