@@ -181,6 +181,11 @@ class Store::Impl {
   template <class F>
   auto in_transaction(const Op& op, Begin kind, F&& fn, bool* lost = nullptr)
       -> decltype(fn(std::declval<detail::Connection&>()));
+  // Runs fn(Connection&) on a pooled connection, outside a transaction;
+  // when it fails because the connection was lost and `retry`, once more.
+  template <class F>
+  auto on_lease(const Op& op, bool retry, F& fn)
+      -> decltype(fn(std::declval<detail::Connection&>()));
   // Runs attempt(bool& lost) and, when it throws with `lost` set and
   // `retry`, once more (the retry rule above).
   template <class A>
@@ -258,19 +263,8 @@ template <class F>
 auto Store::Impl::read_uncounted(const Op& op, F&& fn)
     -> decltype(fn(std::declval<detail::Connection&>())) {
   if (detail::Connection* c = current()) return joined(op, *c, [&] { return fn(*c); });
-  for (int attempt = 0;; ++attempt) {
-    auto lease = pool.acquire();
-    try {
-      return fn(*lease);
-    } catch (const soci::soci_error&) {
-      auto e = translated(op, &*lease, std::current_exception());
-      // A dead connection is dropped with the idle ones when the lease
-      // ends, so the second attempt runs on a fresh connection.
-      if (!lost(*lease) || attempt > 0) std::rethrow_exception(e);
-    } catch (...) {
-      fail(op, &*lease, std::current_exception());
-    }
-  }
+  // Read-only: always safe to run again.
+  return on_lease(op, true, fn);
 }
 
 template <class A>
@@ -283,6 +277,25 @@ auto Store::Impl::retried(bool retry, A&& attempt) -> decltype(attempt(std::decl
       if (!retry || !was_lost || n > 0) throw;
     }
   }
+}
+
+template <class F>
+auto Store::Impl::on_lease(const Op& op, bool retry, F& fn)
+    -> decltype(fn(std::declval<detail::Connection&>())) {
+  return retried(retry, [&](bool& was_lost) {
+    auto lease = pool.acquire();
+    try {
+      return fn(*lease);
+    } catch (const soci::soci_error&) {
+      auto e = translated(op, &*lease, std::current_exception());
+      // A dead connection is dropped with the idle ones when the lease
+      // ends, so a second attempt runs on a fresh connection.
+      was_lost = lost(*lease);
+      std::rethrow_exception(e);
+    } catch (...) {
+      fail(op, &*lease, std::current_exception());
+    }
+  });
 }
 
 template <class F>
@@ -328,19 +341,9 @@ template <class F>
 auto Store::Impl::single_uncounted(const Op& op, F&& fn)
     -> decltype(fn(std::declval<detail::Connection&>())) {
   if (detail::Connection* c = current()) return in_savepoint(op, *c, [&] { return fn(*c); });
-  for (int attempt = 0;; ++attempt) {
-    auto lease = pool.acquire();
-    try {
-      return fn(*lease);
-    } catch (const soci::soci_error&) {
-      auto e = translated(op, &*lease, std::current_exception());
-      // The statement may have committed before the connection was lost:
-      // only an idempotent call runs again.
-      if (!op.idempotent || !lost(*lease) || attempt > 0) std::rethrow_exception(e);
-    } catch (...) {
-      fail(op, &*lease, std::current_exception());
-    }
-  }
+  // The statement may have committed before the connection was lost: only
+  // an idempotent call runs again.
+  return on_lease(op, op.idempotent, fn);
 }
 
 template <class F>
