@@ -11,6 +11,7 @@
 #include <convstore/convstore.hpp>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -270,11 +271,17 @@ std::string raw_json_string(const std::string& v) {
   return out + "\"";
 }
 
-// The record of `type` from an export of the fixture's store.
+// The record of `type` from an export of the fixture's store (exported
+// once per database: the fixture's records do not change).
 Json exported(Fixture& f, const std::string& type, std::string& header) {
-  std::ostringstream out;
-  export_jsonl(f.store, out);
-  std::istringstream in(out.str());
+  static std::map<std::string, std::string> memo;  // database url -> export
+  std::string& text = memo[f.db.url()];
+  if (text.empty()) {
+    std::ostringstream out;
+    export_jsonl(f.store, out);
+    text = out.str();
+  }
+  std::istringstream in(text);
   std::string line;
   std::getline(in, header);
   while (std::getline(in, line)) {
