@@ -53,6 +53,10 @@ struct Column {
   // In the file, when it differs from `name`: a column called "type" is
   // renamed, since "type" names the record's type.
   const char* field = nullptr;
+  // Text an index holds (a key, a channel, an id): at most kMaxKeyBytes, as
+  // the stores check (PostgreSQL refuses a B-tree entry over ~2.7 kB, SQLite
+  // stores any length: without the check the backends would differ).
+  bool indexed = false;
   const char* key() const { return field != nullptr ? field : name; }
 };
 
@@ -96,6 +100,8 @@ Column I(const char* n) { return {n, Kind::integer, false}; }
 Column In(const char* n) { return {n, Kind::integer, true}; }
 Column T(const char* n) { return {n, Kind::text, false}; }
 Column Tn(const char* n) { return {n, Kind::text, true}; }
+Column K(const char* n) { return {n, Kind::text, false, nullptr, true}; }
+Column Kn(const char* n) { return {n, Kind::text, true, nullptr, true}; }
 Column Ts(const char* n) { return {n, Kind::time, false}; }
 Column Tsn(const char* n) { return {n, Kind::time, true}; }
 Column J(const char* n) { return {n, Kind::json, false}; }
@@ -121,7 +127,7 @@ std::vector<Table> make_tables() {
   std::vector<Table> v{
       {"user",
        "users",
-       {I("id"), T("channel"), T("external_id"), Tn("username"), Tn("display_name"),
+       {I("id"), K("channel"), K("external_id"), Tn("username"), Tn("display_name"),
         Tn("preferred_model"), Tn("system_prompt"), T("time_zone"), O("metadata"), Ts("created_at"),
         Ts("updated_at")},
        {"id"},
@@ -129,21 +135,21 @@ std::vector<Table> make_tables() {
        true},
       {"channel_config",
        "channel_configs",
-       {T("channel"), T("default_model"), O("settings"), Ts("created_at"), Ts("updated_at")},
+       {K("channel"), T("default_model"), O("settings"), Ts("created_at"), Ts("updated_at")},
        {"channel"},
        {}},
       {"conversation",
        "conversations",
        {I("id"),
-        Tn("key"),
+        Kn("key"),
         In("user_id"),
-        T("channel"),
-        Tn("chat_id"),
+        K("channel"),
+        Kn("chat_id"),
         Tn("agent"),
         Tn("kind"),
         Tn("title"),
         Tn("active_agent"),
-        T("status"),
+        K("status"),
         Tn("model_override"),
         Tn("external_ref"),
         I("message_count"),
@@ -161,7 +167,7 @@ std::vector<Table> make_tables() {
        "messages",
        {I("id"), I("conversation_id"), T("role"), T("kind"), T("content"), Tn("agent"), Tn("model"),
         In("token_count"), Tn("tool_name"), Jn("tool_args"), Tn("tool_call_id"),
-        Tn("platform_message_id"), Tn("reply_to_platform_id"), Tn("client_key"), B("complete"),
+        Kn("platform_message_id"), Tn("reply_to_platform_id"), Kn("client_key"), B("complete"),
         O("metadata"), Ts("created_at"), Ts("updated_at")},
        {"id"},
        {{{"conversation_id"}, "conversation"}},
@@ -245,25 +251,25 @@ std::vector<Table> make_tables() {
        "agent_questions"},
       {"agent",
        "agents",
-       {T("id"), T("name"), T("description"), Renamed(T("type"), "agent_type"), O("persona"),
+       {K("id"), T("name"), T("description"), Renamed(K("type"), "agent_type"), O("persona"),
         O("config"), J("tools"), J("sub_agents"), Tn("planner"), I("version"), B("active"),
         I("usage_count"), Tsn("last_used_at"), O("metadata"), Ts("created_at"), Ts("updated_at")},
        {"id"},
        {}},
       {"agent_state",
        "agent_states",
-       {T("scope_kind"), T("scope_key"), T("agent"), In("conversation_id"), J("state"),
+       {K("scope_kind"), K("scope_key"), K("agent"), In("conversation_id"), J("state"),
         I("version"), Ts("created_at"), Ts("updated_at")},
        {"scope_kind", "scope_key", "agent"},
        {{{"conversation_id"}, "conversation"}}},
       {"agent_state_history",
        "agent_state_history",
-       {T("scope_kind"), T("scope_key"), T("agent"), I("version"), J("state"), Ts("saved_at")},
+       {K("scope_kind"), K("scope_key"), K("agent"), I("version"), J("state"), Ts("saved_at")},
        {"scope_kind", "scope_key", "agent", "version"},
        {{{"scope_kind", "scope_key", "agent"}, "agent_state"}}},
       {"calendar_event",
        "calendar_events",
-       {I("id"),          In("owner_id"),       T("uid"),         T("title"),
+       {I("id"),          In("owner_id"),       K("uid"),         T("title"),
         T("description"), T("location"),        Ts("start_at"),   Ts("end_at"),
         B("all_day"),     T("time_zone"),       O("metadata"),    T("search_words"),
         Tn("rrule"),      T("exdates"),         T("moved"),       Tsn("series_end"),
@@ -273,8 +279,8 @@ std::vector<Table> make_tables() {
        true},
       {"web_session",
        "web_sessions",
-       {I("id"), I("user_id"), I("family_id"), In("rotated_from"), T("access_hash"),
-        T("refresh_hash"), Ts("access_expires_at"), Ts("refresh_expires_at"), T("status"),
+       {I("id"), I("user_id"), I("family_id"), In("rotated_from"), K("access_hash"),
+        K("refresh_hash"), Ts("access_expires_at"), Ts("refresh_expires_at"), T("status"),
         O("metadata"), O("device_info"), Ts("created_at"), Ts("updated_at"), Tsn("last_used_at"),
         Tsn("revoked_at"), Tn("revoke_reason")},
        {"id"},
@@ -282,7 +288,7 @@ std::vector<Table> make_tables() {
        true},
       {"credential",
        "credentials",
-       {I("id"), I("user_id"), T("name"), T("algorithm"), T("key_id"), T("nonce"), T("ciphertext"),
+       {I("id"), I("user_id"), K("name"), T("algorithm"), K("key_id"), T("nonce"), T("ciphertext"),
         B("active"), O("metadata"), Ts("created_at"), Ts("updated_at"), Tsn("deactivated_at")},
        {"id"},
        {{{"user_id"}, "user"}},
@@ -306,23 +312,23 @@ std::vector<Table> make_tables() {
        true},
       {"task",
        "tasks",
-       {I("id"), Renamed(T("type"), "task_type"), I("priority"), T("status"), J("payload"),
+       {I("id"), Renamed(T("type"), "task_type"), I("priority"), K("status"), J("payload"),
         Jn("result"), Ts("run_at"), I("attempts"), I("max_attempts"), Tn("last_error"),
-        Tn("dedupe_key"), Tn("schedule"), Tn("worker"), I("lease"), Tsn("lease_expires_at"),
+        Kn("dedupe_key"), Tn("schedule"), Tn("worker"), I("lease"), Tsn("lease_expires_at"),
         Ts("created_at"), Ts("updated_at"), Tsn("started_at"), Tsn("finished_at")},
        {"id"},
        {},
        true},
       {"task_schedule",
        "task_schedules",
-       {T("name"), Renamed(T("type"), "task_type"), I("priority"), J("payload"), I("max_attempts"),
+       {K("name"), Renamed(T("type"), "task_type"), I("priority"), J("payload"), I("max_attempts"),
         I("interval_ms"), Ts("anchor"), Ts("next_run_at"), Tsn("last_run_at"), In("last_task_id"),
         Ts("created_at"), Ts("updated_at")},
        {"name"},
        {}},
       {"operation_template",
        "operation_templates",
-       {I("id"), In("user_id"), T("kind"), T("name"), T("sample_input"), J("expected_output"),
+       {I("id"), In("user_id"), K("kind"), K("name"), T("sample_input"), J("expected_output"),
         I("use_count"), Tsn("last_used_at"), Ts("created_at"), Ts("updated_at")},
        {"id"},
        {{{"user_id"}, "user"}},
@@ -1049,7 +1055,11 @@ class Validator {
         if (!j.is_string()) throw wrong("a string");
         v.s = j.get<std::string>();
         try {
-          detail::check_text(v.s, c.key());
+          if (c.indexed) {
+            detail::check_key_text(v.s, c.key());
+          } else {
+            detail::check_text(v.s, c.key());
+          }
         } catch (const Error& e) {
           throw Bad{ErrorCode::invalid_argument, fmt::format("{}: {}", t.type, e.what())};
         }
