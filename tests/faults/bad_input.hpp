@@ -44,6 +44,34 @@ struct TextValue {
   bool has_word;  // a letter or digit (a search needs one)
 };
 
+// The text tables (test_bad_input.cpp, test_bad_input_more.cpp): the
+// outcome a value must have, and the call that feeds it to an operation.
+struct Fixture;
+using Expect = std::function<std::string(const TextValue&)>;
+using Call = std::function<std::string(Fixture&, const std::string&)>;
+
+struct TextOp {
+  std::string name;
+  Expect expect;
+  Call call;
+  bool big_in_short = false;  // also fed 10 MB in the short mode
+};
+
+// Invalid UTF-8 or a NUL: what no text field takes.
+inline bool not_text(const TextValue& v) {
+  return v.kind == TextKind::bad_utf8 || v.kind == TextKind::nul;
+}
+// Free text: valid UTF-8 without NUL, any length.
+inline Expect text_rule(std::string done = ok) {
+  return [done](const TextValue& v) { return not_text(v) ? invalid : done; };
+}
+// A value that is never refused.
+inline Expect always(std::string outcome) {
+  return [outcome](const TextValue&) { return outcome; };
+}
+// A lookup's outcome.
+inline std::string found(bool b) { return b ? ok : none; }
+
 // Every bad text value; the 10 MB one only when `with_big`.
 std::vector<TextValue> text_values(bool with_big);
 // 10 MB of valid UTF-8 words that do not repeat much (no compression helps).

@@ -22,17 +22,6 @@ using namespace bad_input;
 
 namespace {
 
-using Expect = std::function<std::string(const TextValue&)>;
-using Call = std::function<std::string(Fixture&, const std::string&)>;
-
-bool not_text(const TextValue& v) {
-  return v.kind == TextKind::bad_utf8 || v.kind == TextKind::nul;
-}
-
-// Free text: valid UTF-8 without NUL, any length.
-Expect text_rule(std::string done = ok) {
-  return [done](const TextValue& v) { return not_text(v) ? invalid : done; };
-}
 // Text with a documented byte limit (below 10 MB); `non_empty`: "" refused.
 Expect bounded_rule(bool non_empty = false, std::string done = ok) {
   return [=](const TextValue& v) {
@@ -58,17 +47,6 @@ Expect id_rule(std::string done = ok) {
 Expect search_rule() {
   return [](const TextValue& v) { return not_text(v) || !v.has_word ? invalid : ok; };
 }
-// A value that is never refused (documented as "anything else is none").
-Expect always(std::string outcome) {
-  return [outcome](const TextValue&) { return outcome; };
-}
-
-struct TextOp {
-  std::string name;
-  Expect expect;
-  Call call;
-  bool big_in_short = false;  // also fed 10 MB in the short mode
-};
 
 // A conversation of its own for a call that changes one.
 ConversationId new_conversation(Fixture& f) {
@@ -79,8 +57,6 @@ ConversationId new_conversation(Fixture& f) {
   f.snapshot();
   return id;
 }
-
-std::string found(bool b) { return b ? ok : none; }
 
 std::vector<TextOp> text_ops() {
   std::vector<TextOp> ops;

@@ -25,8 +25,6 @@ using namespace bad_input;
 
 namespace {
 
-std::string found(bool b) { return b ? ok : none; }
-
 // ---- numeric ids
 
 struct IdValue {

@@ -26,14 +26,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-using Expect = std::function<std::string(const TextValue&)>;
-using Call = std::function<std::string(Fixture&, const std::string&)>;
-
-bool not_text(const TextValue& v) {
-  return v.kind == TextKind::bad_utf8 || v.kind == TextKind::nul;
-}
-std::string found(bool b) { return b ? ok : none; }
-
 // 1025 bytes of valid text: one byte past the index-key limit.
 const std::string& over_key_limit() {
   static const std::string s = std::string(1021, 'k') + "\xf0\x9f\x98\x80";
@@ -69,20 +61,6 @@ Expect cache_key_rule(std::string done = ok) {
 Expect key_rule(std::string done = ok) {
   return [done](const TextValue& v) { return not_text(v) || is_big(v) ? invalid : done; };
 }
-// Free text: valid UTF-8 without NUL, any length.
-Expect text_rule(std::string done = ok) {
-  return [done](const TextValue& v) { return not_text(v) ? invalid : done; };
-}
-Expect always(std::string outcome) {
-  return [outcome](const TextValue&) { return outcome; };
-}
-
-struct TextOp {
-  std::string name;
-  Expect expect;
-  Call call;
-  bool big_in_short = false;  // also fed 10 MB in the short mode
-};
 
 // ---- the SessionCache
 
